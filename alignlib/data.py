@@ -1,0 +1,431 @@
+"""Preference data: sources, one schema, the split, chat formatting and batching.
+
+Every source is normalized to `PreferencePair(prompt, chosen, rejected, source)` where
+`prompt` is a list of chat messages ending with a user turn, and `chosen` / `rejected` are
+the two candidate final assistant replies.
+
+Sources:
+- hub: ``juyoungml/HelpSteer2-binarized`` (train / validation as published);
+- offline: Anthropic HH-RLHF helpful test splits in ``../shared/data/hh-rlhf`` (or
+  ``$ALIGNLIB_HH_RLHF_DIR``), split deterministically into 373 validation pairs and the rest.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+import random
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .hub import hub_available
+
+HELPSTEER2_ID = "juyoungml/HelpSteer2-binarized"
+HH_DIR_ENV = "ALIGNLIB_HH_RLHF_DIR"
+HH_FILES = (
+    "helpful-base_test.jsonl.gz",
+    "helpful-online_test.jsonl.gz",
+    "helpful-rejection-sampled_test.jsonl.gz",
+)
+
+
+@dataclass(frozen=True)
+class PreferencePair:
+    prompt: tuple[dict, ...]  # chat messages, {"role": "user"|"assistant", "content": str}
+    chosen: str
+    rejected: str
+    source: str
+
+    @property
+    def prompt_key(self) -> str:
+        """A stable id of the prompt (all turns), used to keep a prompt in one split only."""
+        text = json.dumps(self.prompt, ensure_ascii=False, sort_keys=True)
+        return hashlib.sha1(text.encode()).hexdigest()
+
+
+@dataclass
+class PreferenceData:
+    train: list[PreferencePair]
+    validation: list[PreferencePair]
+    source: str  # "hub:juyoungml/HelpSteer2-binarized" or "offline:hh-rlhf-helpful-test"
+    n_dropped: int = 0
+    drop_reasons: dict[str, int] = field(default_factory=dict)
+
+
+class MalformedRow(ValueError):
+    """A row that cannot be turned into a preference pair (the reason is the message)."""
+
+
+class DataFileError(ValueError):
+    """A data file that cannot be read at all (not JSON lines, missing)."""
+
+
+# ----------------------------------------------------------------------------- HH-RLHF
+
+_HH_TURN = re.compile(r"\n\n(Human|Assistant):[ ]?")
+
+
+def parse_hh_transcript(text: str) -> list[dict]:
+    """Split an HH-RLHF transcript ("\\n\\nHuman: ...\\n\\nAssistant: ...") into chat turns."""
+    if not isinstance(text, str):
+        raise MalformedRow("transcript is not a string")
+    parts = _HH_TURN.split(text)
+    if parts[0].strip():
+        raise MalformedRow("text before the first 'Human:' turn")
+    messages = []
+    for speaker, content in zip(parts[1::2], parts[2::2]):
+        role = "user" if speaker == "Human" else "assistant"
+        messages.append({"role": role, "content": content.strip()})
+    if not messages:
+        raise MalformedRow("no 'Human:'/'Assistant:' turns")
+    return messages
+
+
+def _check_turns(prompt: list[dict], chosen: str, rejected: str) -> None:
+    if not prompt or prompt[-1]["role"] != "user":
+        raise MalformedRow("prompt does not end with a user turn")
+    for a, b in zip(prompt, prompt[1:]):
+        if a["role"] == b["role"]:
+            raise MalformedRow("two consecutive turns by the same speaker")
+    if any(not m["content"] for m in prompt):
+        raise MalformedRow("empty prompt turn")
+    if not chosen.strip() or not rejected.strip():
+        raise MalformedRow("empty response")
+    if chosen.strip() == rejected.strip():
+        raise MalformedRow("chosen and rejected are identical")
+
+
+def hh_pair_from_row(row: dict) -> PreferencePair:
+    """One HH-RLHF row {"chosen": transcript, "rejected": transcript} -> PreferencePair.
+
+    Both transcripts must share every turn but the final assistant turn.
+    """
+    if not isinstance(row, dict):
+        raise MalformedRow("row is not a JSON object")
+    for key in ("chosen", "rejected"):
+        if key not in row:
+            raise MalformedRow(f"missing field {key!r}")
+    chosen = parse_hh_transcript(row["chosen"])
+    rejected = parse_hh_transcript(row["rejected"])
+    if chosen[-1]["role"] != "assistant" or rejected[-1]["role"] != "assistant":
+        raise MalformedRow("transcript does not end with an assistant turn")
+    if chosen[:-1] != rejected[:-1]:
+        raise MalformedRow("chosen and rejected differ before the final assistant turn")
+    prompt = chosen[:-1]
+    _check_turns(prompt, chosen[-1]["content"], rejected[-1]["content"])
+    return PreferencePair(tuple(prompt), chosen[-1]["content"], rejected[-1]["content"], "hh-rlhf")
+
+
+def read_jsonl(path: Path) -> list:
+    """Rows of a (optionally gzipped) JSON-lines file; a bad line raises DataFileError."""
+    path = Path(path)
+    if not path.exists():
+        raise DataFileError(f"data file not found: {path}")
+    opener = gzip.open if path.suffix == ".gz" else open
+    rows = []
+    try:
+        with opener(path, "rt", encoding="utf-8") as f:
+            for lineno, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as e:
+                    raise DataFileError(
+                        f"{path}, line {lineno}: not valid JSON ({e.msg}). "
+                        "Expected one JSON object per line (JSON lines)."
+                    ) from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataFileError(f"{path}: cannot be read as (gzipped) UTF-8 JSON lines: {e}") from None
+    return rows
+
+
+def hh_rlhf_dir() -> Path:
+    """Where the offline HH-RLHF files are: $ALIGNLIB_HH_RLHF_DIR or ../shared/data/hh-rlhf."""
+    if os.environ.get(HH_DIR_ENV):
+        return Path(os.environ[HH_DIR_ENV])
+    here = Path(__file__).resolve().parent.parent
+    return here.parent / "shared" / "data" / "hh-rlhf"
+
+
+def pairs_from_rows(rows, parse) -> tuple[list[PreferencePair], Counter]:
+    """Parse rows with `parse`; malformed rows are dropped and counted by reason."""
+    pairs, dropped = [], Counter()
+    for row in rows:
+        try:
+            pairs.append(parse(row))
+        except MalformedRow as e:
+            dropped[str(e)] += 1
+    return pairs, dropped
+
+
+def load_hh_rlhf(directory: Path | None = None) -> tuple[list[PreferencePair], Counter]:
+    directory = Path(directory) if directory else hh_rlhf_dir()
+    files = [directory / name for name in HH_FILES]
+    missing = [str(f) for f in files if not f.exists()]
+    if missing:
+        raise DataFileError(
+            f"offline preference data not found: {', '.join(missing)}. Put the HH-RLHF files "
+            f"there or point ${HH_DIR_ENV} to the directory that holds them."
+        )
+    pairs, dropped = [], Counter()
+    for f in files:
+        p, d = pairs_from_rows(read_jsonl(f), hh_pair_from_row)
+        pairs += p
+        dropped += d
+    return pairs, dropped
+
+
+def split_by_prompt(
+    pairs: list[PreferencePair], n_validation: int, seed: int
+) -> tuple[list[PreferencePair], list[PreferencePair]]:
+    """Deterministic split with exactly `n_validation` validation pairs.
+
+    Pairs that share a prompt stay in the same split, so no validation prompt is trained on.
+    """
+    groups: dict[str, list[int]] = {}
+    for i, pair in enumerate(pairs):
+        groups.setdefault(pair.prompt_key, []).append(i)
+    keys = sorted(groups)
+    random.Random(seed).shuffle(keys)
+    val_idx: list[int] = []
+    for key in keys:
+        if len(val_idx) + len(groups[key]) <= n_validation:
+            val_idx += groups[key]
+        if len(val_idx) == n_validation:
+            break
+    if len(val_idx) != n_validation:
+        raise ValueError(f"cannot take {n_validation} validation pairs from {len(pairs)} pairs")
+    val_set = set(val_idx)
+    train = [pairs[i] for i in range(len(pairs)) if i not in val_set]
+    random.Random(seed + 1).shuffle(train)
+    return train, [pairs[i] for i in sorted(val_idx)]
+
+
+# --------------------------------------------------------------------------- HelpSteer2
+
+_NEMO_TURN = re.compile(r"^<extra_id_1>(User|Assistant)\s*$", re.MULTILINE)
+
+
+def parse_nemo_prompt(text: str) -> list[dict]:
+    """A HelpSteer2 prompt (earlier turns separated by '<extra_id_1>User' / '<extra_id_1>Assistant'
+    lines) -> chat messages. The text before the first marker is the first user turn."""
+    parts = _NEMO_TURN.split(text)
+    messages = [{"role": "user", "content": parts[0].strip()}]
+    for speaker, content in zip(parts[1::2], parts[2::2]):
+        messages.append({"role": "user" if speaker == "User" else "assistant", "content": content.strip()})
+    return messages
+
+
+def helpsteer2_pair_from_row(row: dict) -> PreferencePair:
+    for key in ("prompt", "chosen", "rejected"):
+        if not isinstance(row.get(key), str):
+            raise MalformedRow(f"missing or non-string field {key!r}")
+    prompt = parse_nemo_prompt(row["prompt"])
+    chosen, rejected = row["chosen"].strip(), row["rejected"].strip()
+    _check_turns(prompt, chosen, rejected)
+    return PreferencePair(tuple(prompt), chosen, rejected, "helpsteer2")
+
+
+def load_helpsteer2() -> tuple[list[PreferencePair], list[PreferencePair], Counter]:
+    from datasets import load_dataset
+
+    ds = load_dataset(HELPSTEER2_ID)
+    train, d1 = pairs_from_rows(ds["train"], helpsteer2_pair_from_row)
+    val, d2 = pairs_from_rows(ds["validation"], helpsteer2_pair_from_row)
+    return train, val, d1 + d2
+
+
+def load_preference_data(cfg, source: str = "auto") -> PreferenceData:
+    """Preference pairs for a run, as one schema.
+
+    Args:
+        cfg: a `DataConfig` (split size and seed, optional caps on the number of pairs).
+        source: "hub" (HelpSteer2), "offline" (HH-RLHF) or "auto" (hub, else offline).
+    """
+    if source not in ("auto", "hub", "offline"):
+        raise ValueError(f"unknown data source {source!r}; use 'auto', 'hub' or 'offline'")
+    data = None
+    if source == "hub" or (source == "auto" and hub_available()):
+        try:
+            train, val, dropped = load_helpsteer2()
+            data = PreferenceData(train, val, f"hub:{HELPSTEER2_ID}", sum(dropped.values()), dict(dropped))
+        except Exception as e:  # no network, no datasets cache
+            if source == "hub":
+                raise
+            print(f"[alignlib] {HELPSTEER2_ID} not reachable ({type(e).__name__}); using offline HH-RLHF.")
+    if data is None:
+        pairs, dropped = load_hh_rlhf()
+        train, val = split_by_prompt(pairs, cfg.n_validation, cfg.split_seed)
+        data = PreferenceData(
+            train, val, "offline:hh-rlhf-helpful-test", sum(dropped.values()), dict(dropped)
+        )
+    if cfg.max_train_pairs is not None:
+        data.train = data.train[: cfg.max_train_pairs]
+    if cfg.max_validation_pairs is not None:
+        data.validation = data.validation[: cfg.max_validation_pairs]
+    return data
+
+
+# ------------------------------------------------------------------ chat formatting
+
+def policy_prompt_text(tokenizer, messages) -> str:
+    """The policy's input: the chat template with the assistant generation prompt."""
+    return tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
+
+
+def response_suffix(tokenizer) -> str:
+    """What closes an assistant turn in the chat template (SmolLM2: '<|im_end|>\\n')."""
+    probe = [{"role": "user", "content": "x"}, {"role": "assistant", "content": "RESPONSE"}]
+    text = tokenizer.apply_chat_template(probe, tokenize=False)
+    return text[text.rindex("RESPONSE") + len("RESPONSE"):]
+
+
+def rm_text(tokenizer, messages, response: str) -> str:
+    """The reward model's input: prompt + response through the chat template."""
+    return policy_prompt_text(tokenizer, messages) + response + response_suffix(tokenizer)
+
+
+@dataclass
+class EncodedPair:
+    """Token ids of one preference pair, the prompt shared by both responses."""
+    prompt: list[int]
+    chosen: list[int]
+    rejected: list[int]
+    truncated: bool  # prompt (or a response) lost tokens on the left to fit max_length
+
+    @property
+    def chosen_ids(self) -> list[int]:
+        return self.prompt + self.chosen
+
+    @property
+    def rejected_ids(self) -> list[int]:
+        return self.prompt + self.rejected
+
+
+def encode_prompt_response(tokenizer, messages, response: str, max_length: int) -> tuple[list[int], bool]:
+    """Token ids of prompt + response (+ end of turn), left-truncated to `max_length`.
+
+    Returns (ids, truncated). The prompt and the response are tokenized separately and
+    concatenated, exactly as a sampled reply follows its prompt during generation.
+    """
+    prompt = tokenizer(policy_prompt_text(tokenizer, messages), add_special_tokens=False)["input_ids"]
+    resp = tokenizer(response + response_suffix(tokenizer), add_special_tokens=False)["input_ids"]
+    ids = prompt + resp
+    return ids[-max_length:], len(ids) > max_length
+
+
+def encode_pair(tokenizer, pair: PreferencePair, max_length: int) -> EncodedPair:
+    """Encode a pair so that prompt+chosen and prompt+rejected each fit `max_length`.
+
+    Over-long pairs are truncated on the left, never dropped: the prompt loses its oldest
+    tokens until the longer response fits; a response longer than `max_length` on its own
+    keeps its last `max_length` tokens (and the prompt is then empty).
+    """
+    suffix = response_suffix(tokenizer)
+    prompt = tokenizer(policy_prompt_text(tokenizer, pair.prompt), add_special_tokens=False)["input_ids"]
+    chosen = tokenizer(pair.chosen + suffix, add_special_tokens=False)["input_ids"]
+    rejected = tokenizer(pair.rejected + suffix, add_special_tokens=False)["input_ids"]
+    longest = max(len(chosen), len(rejected))
+    truncated = len(prompt) + longest > max_length
+    if truncated:
+        keep = max(max_length - longest, 0)
+        prompt = prompt[len(prompt) - keep:] if keep else []
+        chosen, rejected = chosen[-max_length:], rejected[-max_length:]
+    return EncodedPair(prompt, chosen, rejected, truncated)
+
+
+# --------------------------------------------------------------------------- batching
+
+def left_pad(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-pad token lists to the longest one.
+
+    Returns:
+        input_ids: (batch, max_len) long, pad_id on the left.
+        attention_mask: (batch, max_len) long, 1 on real tokens.
+    """
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        if s:
+            ids[i, width - len(s):] = torch.tensor(s, dtype=torch.long)
+            mask[i, width - len(s):] = 1
+    return ids, mask
+
+
+def length_bucketed_batches(
+    lengths: list[int], batch_size: int, seed: int | None = 0, bucket_batches: int = 16
+) -> list[list[int]]:
+    """Batches of indices whose examples have similar lengths (little padding).
+
+    The indices are shuffled, cut into chunks of `bucket_batches` batches, sorted by length
+    inside each chunk, cut into batches, and the batch order is shuffled again, so training
+    still sees the data in random order. `seed=None` keeps the input order (evaluation) and
+    sorts all indices by length. Every index appears in exactly one batch.
+    """
+    idx = list(range(len(lengths)))
+    if seed is None:
+        idx.sort(key=lambda i: lengths[i])
+        return [idx[i:i + batch_size] for i in range(0, len(idx), batch_size)]
+    rng = random.Random(seed)
+    rng.shuffle(idx)
+    chunk = batch_size * bucket_batches
+    batches = []
+    for start in range(0, len(idx), chunk):
+        part = sorted(idx[start:start + chunk], key=lambda i: lengths[i])
+        batches += [part[i:i + batch_size] for i in range(0, len(part), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def padding_efficiency(lengths: list[int], batches: list[list[int]]) -> float:
+    """Real tokens / processed tokens when each batch is padded to its longest example."""
+    real = sum(lengths[i] for b in batches for i in b)
+    processed = sum(len(b) * max(lengths[i] for i in b) for b in batches)
+    return real / processed
+
+
+def token_lengths(tokenizer, pairs: list[PreferencePair]):
+    """A pandas DataFrame of per-pair token counts: prompt (with chat template), chosen, rejected."""
+    import pandas as pd
+
+    rows = []
+    for p in pairs:
+        e = encode_pair(tokenizer, p, max_length=10**9)
+        rows.append({"prompt": len(e.prompt), "chosen": len(e.chosen), "rejected": len(e.rejected),
+                     "turns": len(p.prompt)})
+    df = pd.DataFrame(rows)
+    df["pair_unpacked"] = 2 * df.prompt + df.chosen + df.rejected
+    df["pair_packed"] = df.prompt + df.chosen + df.rejected
+    df["longest_view"] = df.prompt + df[["chosen", "rejected"]].max(axis=1)
+    return df
+
+
+def batching_report(tokenizer, pairs: list[PreferencePair], max_length: int, batch_size: int,
+                    seed: int = 0) -> dict:
+    """What one training epoch costs in tokens under each batching choice.
+
+    Returns padding efficiency (real / processed tokens) of length-bucketed and of plain
+    random batches of packed pairs, the share of tokens that shared-prompt packing saves
+    against two separate sequences per pair, and how many pairs needed left truncation.
+    """
+    enc = [encode_pair(tokenizer, p, max_length) for p in pairs]
+    packed = [len(e.prompt) + len(e.chosen) + len(e.rejected) for e in enc]
+    unpacked = sum(2 * len(e.prompt) + len(e.chosen) + len(e.rejected) for e in enc)
+    idx = list(range(len(pairs)))
+    random.Random(seed).shuffle(idx)
+    plain = [idx[i:i + batch_size] for i in range(0, len(idx), batch_size)]
+    return {
+        "padding_efficiency_bucketed": padding_efficiency(packed, length_bucketed_batches(packed, batch_size, seed)),
+        "padding_efficiency_random": padding_efficiency(packed, plain),
+        "packing_token_saving": 1 - sum(packed) / unpacked,
+        "n_truncated": sum(e.truncated for e in enc),
+        "tokens_per_epoch_packed": sum(packed),
+    }

