@@ -68,9 +68,12 @@ class ReinforceConfig:
     lr: float = 1e-5
     max_grad_norm: float = 1.0
     kl_beta: float = 0.0  # 0 reproduces the original (no KL penalty)
+    kl_log_every: int = 10  # with kl_beta = 0, measure the KL to SFT every n iterations (costs a forward)
+    kl_beta_variant: float = 0.05  # beta of the notebook's "with KL penalty" comparison run
     truncation_penalty: float = 0.0  # subtracted when a reply hits max_new_tokens with no end-of-turn
     max_prompt_tokens: int = 256
     reward_mode: str = "scalar"  # "scalar", "expected" (E[p]) or "sampled" (r ~ p)
+    amp: str = "none"  # mixed precision of sampling and the policy step (see RewardModelConfig.amp)
     eval_prompts: int = 512
     eval_batch_size: int = 32
     seed: int = 0
@@ -105,7 +108,9 @@ CPU = Profile(
     rm_prob=RewardModelConfig(
         num_labels=10, loss="expected_score", lr=2e-4, warmup_steps=10, amp="bf16"
     ),
-    reinforce=ReinforceConfig(iterations=60, prompts_per_iter=8, max_new_tokens=96, eval_prompts=128),
+    reinforce=ReinforceConfig(
+        iterations=60, prompts_per_iter=8, max_new_tokens=96, lr=2e-5, eval_prompts=128, amp="bf16"
+    ),
 )
 
 SMOKE = Profile(

@@ -48,3 +48,96 @@ def length_analysis(len_chosen, len_rejected, r_chosen, r_rejected) -> dict:
         "accuracy_when_chosen_shorter": float((rc > rr)[shorter_chosen].mean()) if shorter_chosen.any() else float("nan"),
         "n_chosen_shorter": int(shorter_chosen.sum()),
     }
+
+
+# ------------------------------------------------------------- policy comparison (SFT vs RL)
+
+
+def distinct_n(token_lists, n: int = 2) -> float:
+    """Corpus-level distinct-n: unique n-grams / all n-grams over every reply (1.0 = no reuse)."""
+    grams = [tuple(t[i:i + n]) for t in token_lists for i in range(len(t) - n + 1)]
+    return len(set(grams)) / len(grams) if grams else 0.0
+
+
+def repetition_rate(token_lists, n: int = 4) -> float:
+    """Mean over replies of the share of n-grams that already occurred earlier in the same reply."""
+    rates = []
+    for t in token_lists:
+        grams = [tuple(t[i:i + n]) for i in range(len(t) - n + 1)]
+        if grams:
+            rates.append(1 - len(set(grams)) / len(grams))
+    return float(np.mean(rates)) if rates else 0.0
+
+
+def generate_for_eval(policy, tokenizer, prompts, cfg, seed: int = 1234) -> dict:
+    """Replies of `policy` to every prompt with the profile's decoding and a fixed seed per batch,
+    so that two policies are compared on the same prompts and the same random stream."""
+    import torch
+
+    from . import rollout
+
+    texts, tokens, ended = [], [], []
+    for b, start in enumerate(range(0, len(prompts), cfg.eval_batch_size)):
+        roll = rollout.sample(policy, tokenizer, prompts[start:start + cfg.eval_batch_size], cfg.max_new_tokens,
+                              cfg.top_p, cfg.temperature, seed=seed + b, amp=cfg.amp)
+        reply = roll.input_ids[:, -roll.resp_len:]
+        texts += roll.texts
+        tokens += [r[m.bool()].tolist() for r, m in zip(reply, roll.resp_mask)]
+        ended += roll.ended.tolist()
+    return {"texts": texts, "tokens": tokens, "ended": ended}
+
+
+def compare_policies(rewards_sft, rewards_rl, gen_sft: dict, gen_rl: dict, seed: int = 0) -> dict:
+    """Paired comparison of two policies' replies to the same prompts.
+
+    Args:
+        rewards_sft, rewards_rl: (n,) rewards of each policy's reply to prompt i.
+        gen_sft, gen_rl: outputs of `generate_for_eval` (reply tokens, end-of-turn flags).
+    Returns:
+        mean rewards, the paired difference with a bootstrap 95% interval, the win-rate of RL
+        over SFT (ties count half) with its interval, reply length, distinct-2, repetition rate
+        and the share of replies that closed their turn.
+    """
+    r0, r1 = np.asarray(rewards_sft, float), np.asarray(rewards_rl, float)
+    diff = r1 - r0
+    wins = (diff > 0) + 0.5 * (diff == 0)
+    return {
+        "n_eval_prompts": int(r0.size),
+        "reward_sft_mean": float(r0.mean()), "reward_rl_mean": float(r1.mean()),
+        "reward_delta_mean": float(diff.mean()), "reward_delta_ci95": bootstrap_ci(diff, seed=seed),
+        "win_rate": float(wins.mean()), "win_rate_ci95": bootstrap_ci(wins, seed=seed),
+        "length_sft": float(np.mean([len(t) for t in gen_sft["tokens"]])),
+        "length_rl": float(np.mean([len(t) for t in gen_rl["tokens"]])),
+        "distinct2_sft": distinct_n(gen_sft["tokens"], 2), "distinct2_rl": distinct_n(gen_rl["tokens"], 2),
+        "repetition_sft": repetition_rate(gen_sft["tokens"]), "repetition_rl": repetition_rate(gen_rl["tokens"]),
+        "ended_frac_sft": float(np.mean(gen_sft["ended"])), "ended_frac_rl": float(np.mean(gen_rl["ended"])),
+    }
+
+
+def kl_to_reference(policy, ref_policy, tokenizer, prompts, replies_tokens, cfg) -> float:
+    """Mean over prompts of sum_t (log pi - log pi_ref) on the policy's own replies (nats per reply)."""
+    import torch
+
+    from . import rollout
+    from .data import left_pad
+    from .reward import autocast
+
+    dev = next(policy.parameters()).device
+    total = []
+    for start in range(0, len(prompts), cfg.eval_batch_size):
+        ps = prompts[start:start + cfg.eval_batch_size]
+        reps = replies_tokens[start:start + cfg.eval_batch_size]
+        p_ids, p_mask = left_pad(rollout.encode_prompts(tokenizer, ps), tokenizer.pad_token_id)
+        width = max(1, max(len(r) for r in reps))
+        r_ids = torch.full((len(reps), width), tokenizer.pad_token_id, dtype=torch.long)
+        r_mask = torch.zeros((len(reps), width))
+        for i, r in enumerate(reps):
+            r_ids[i, :len(r)] = torch.tensor(r, dtype=torch.long)
+            r_mask[i, :len(r)] = 1
+        roll = rollout.Rollout(ps, torch.cat([p_ids, r_ids], 1), torch.cat([p_mask, r_mask.long()], 1),
+                               r_mask, torch.ones(len(ps), dtype=torch.bool), [])
+        with torch.inference_mode(), autocast(cfg.amp, dev):
+            lp = rollout.token_logprobs(rollout.rollout_logits(policy, roll), r_ids.to(dev))
+            lq = rollout.token_logprobs(rollout.rollout_logits(ref_policy, roll), r_ids.to(dev))
+        total += rollout.masked_sum(lp - lq, r_mask.to(dev)).float().cpu().tolist()
+    return float(np.mean(total))

@@ -27,3 +27,48 @@ def bradley_terry_loss(
     if center_coef:
         loss = loss + center_coef * ((s_chosen + s_rejected) ** 2).mean()
     return loss
+
+
+def expected_score(logits: torch.Tensor) -> torch.Tensor:
+    """E[p] = sum_i i * p_i with p = softmax(logits) over the scores 1..n.
+
+    Args:
+        logits: (batch, n) head outputs.
+    Returns:
+        (batch,) expected score, between 1 and n.
+    """
+    scores = torch.arange(1, logits.shape[-1] + 1, dtype=logits.dtype, device=logits.device)
+    return (logits.softmax(-1) * scores).sum(-1)
+
+
+def expected_score_loss(logits_chosen: torch.Tensor, logits_rejected: torch.Tensor) -> torch.Tensor:
+    """The original probabilistic-RM loss: Bradley-Terry on the expected scores.
+
+    Args:
+        logits_chosen, logits_rejected: (batch, n) head outputs over the scores 1..n.
+    Returns:
+        () mean of -log sigmoid(E[p_c] - E[p_r]).
+    """
+    return bradley_terry_loss(expected_score(logits_chosen), expected_score(logits_rejected))
+
+
+def prob_beats(logits_chosen: torch.Tensor, logits_rejected: torch.Tensor) -> torch.Tensor:
+    """P(a score drawn for chosen beats one drawn for rejected), ties counted half.
+
+    P = sum_{i>j} p_c(i) p_r(j) + 1/2 sum_i p_c(i) p_r(i). Counting ties half makes two
+    identical distributions give exactly 1/2 (chance), as a Bradley-Terry tie does; ignoring
+    ties would reward spreading both distributions just to avoid them.
+
+    Args:
+        logits_chosen, logits_rejected: (batch, n).
+    Returns:
+        (batch,) probabilities in (0, 1).
+    """
+    p_c, p_r = logits_chosen.softmax(-1), logits_rejected.softmax(-1)
+    below = p_r.cumsum(-1) - p_r  # P(S_r < i) for each score i
+    return (p_c * (below + 0.5 * p_r)).sum(-1)
+
+
+def prob_beats_loss(logits_chosen: torch.Tensor, logits_rejected: torch.Tensor) -> torch.Tensor:
+    """() mean of -log P(S_c > S_r) (ties half), see `prob_beats`."""
+    return -torch.log(prob_beats(logits_chosen, logits_rejected).clamp(min=1e-12)).mean()

@@ -101,3 +101,33 @@ def packed_mask(mask, segments, path=None):
     ax.grid(False)
     fig.tight_layout()
     return _save(fig, path)
+
+
+def reinforce_curves(histories: dict, window: int = 10, path=None):
+    """Reward, KL to SFT and reply length per iteration, one line per run."""
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
+    for i, (label, h) in enumerate(histories.items()):
+        color = f"C{i}"
+        it = np.asarray(h["iteration"])
+        axes[0].plot(it, h["reward/mean"], color=color, alpha=0.25, lw=0.8)
+        axes[0].plot(it, smooth(h["reward/mean"], window), color=color, lw=2, label=label)
+        kl = [(x, v) for x, v in zip(it, h["kl/to_sft"]) if v is not None]
+        if kl:
+            axes[1].plot(*zip(*kl), color=color, marker="o", ms=3, lw=1.5, label=label)
+        axes[2].plot(it, smooth(h["response/length"], window), color=color, lw=2, label=label)
+    axes[0].set(xlabel="iteration", ylabel="mean reward of the batch", title="Reward (thin: per batch)")
+    axes[1].set(xlabel="iteration", ylabel="nats per reply", title="KL to the SFT model")
+    axes[2].set(xlabel="iteration", ylabel="tokens", title="Reply length")
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def paired_rewards(r_sft, r_rl, path=None, title="Same prompt: SFT vs RL reward"):
+    fig, ax = plt.subplots(figsize=(4.6, 4.2))
+    ax.scatter(r_sft, r_rl, s=10, alpha=0.6, color="#1d3557")
+    lo, hi = float(min(np.min(r_sft), np.min(r_rl))), float(max(np.max(r_sft), np.max(r_rl)))
+    ax.plot([lo, hi], [lo, hi], color="k", ls="--", lw=1)
+    ax.set(xlabel="reward of the SFT reply", ylabel="reward of the RL reply", title=title)
+    fig.tight_layout()
+    return _save(fig, path)

@@ -116,3 +116,44 @@ def matmul_gflops(dtype=torch.float32, n: int = 2048, repeats: int = 10) -> floa
     for _ in range(repeats):
         a @ b
     return 2 * n**3 * repeats / (time.perf_counter() - start) / 1e9
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+class PeakMemory:
+    """Peak resident memory (MB) while a block runs, sampled every 20 ms by a thread.
+
+    The process-wide peak (`peak_memory_mb`) only grows, so it cannot tell two runs in one
+    notebook apart; this can. On CUDA, the block's peak allocated memory instead.
+    """
+
+    def __enter__(self):
+        import threading
+
+        self.peak_mb, self._stop = 0.0, threading.Event()
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
+            return self
+
+        def watch():
+            while not self._stop.is_set():
+                self.peak_mb = max(self.peak_mb, _rss_mb())
+                self._stop.wait(0.02)
+
+        self._thread = threading.Thread(target=watch, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        if torch.cuda.is_available():
+            self.peak_mb = torch.cuda.max_memory_allocated() / 2**20
+        else:
+            self._thread.join()
+            self.peak_mb = max(self.peak_mb, _rss_mb())

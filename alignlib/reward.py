@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from .data import EncodedPair, encode_pair, encode_prompt_response, left_pad, length_bucketed_batches
 from .evaluate import bootstrap_ci
-from .losses import bradley_terry_loss
+from .losses import bradley_terry_loss, expected_score, expected_score_loss, prob_beats_loss
 
 # ------------------------------------------------------------------ pure tensor functions
 
@@ -88,18 +88,6 @@ def pack_pairs(pairs: list[EncodedPair], pad_id: int) -> PackedPairs:
     return PackedPairs(ids, pos, packed_pair_mask(seg), chosen_end, rejected_end, int((seg > 0).sum()))
 
 
-def expected_score(logits: torch.Tensor) -> torch.Tensor:
-    """E[p] = sum_i i * p_i with p = softmax(logits) over the scores 1..n.
-
-    Args:
-        logits: (batch, n) head outputs.
-    Returns:
-        (batch,) expected score, between 1 and n.
-    """
-    scores = torch.arange(1, logits.shape[-1] + 1, dtype=logits.dtype, device=logits.device)
-    return (logits.softmax(-1) * scores).sum(-1)
-
-
 def reward_from_logits(logits: torch.Tensor) -> torch.Tensor:
     """(batch, 1) scalar head -> (batch,) reward; (batch, n>1) distribution head -> E[p]."""
     return logits[:, 0] if logits.shape[-1] == 1 else expected_score(logits)
@@ -158,7 +146,13 @@ def pair_loss(cfg, logits_c: torch.Tensor, logits_r: torch.Tensor) -> torch.Tens
         if logits_c.shape[-1] != 1:
             raise ValueError("bradley_terry needs a one-output head (num_labels=1)")
         return bradley_terry_loss(logits_c[:, 0], logits_r[:, 0], cfg.margin, cfg.center_coef)
-    raise ValueError(f"unknown reward-model loss {cfg.loss!r}")
+    if logits_c.shape[-1] < 2:
+        raise ValueError(f"loss {cfg.loss!r} needs a distribution head (num_labels > 1)")
+    if cfg.loss == "expected_score":
+        return expected_score_loss(logits_c, logits_r)
+    if cfg.loss == "prob_beats":
+        return prob_beats_loss(logits_c, logits_r)
+    raise ValueError(f"unknown reward-model loss {cfg.loss!r}; use bradley_terry, expected_score or prob_beats")
 
 
 # --------------------------------------------------------------------------- training
@@ -342,6 +336,18 @@ class RewardScorer:
     def score(self, prompts, responses) -> torch.Tensor:
         """(n,) rewards: the scalar output, or E[p] for a distributional head."""
         return reward_from_logits(self.logits(prompts, responses))
+
+    def distribution(self, prompts, responses) -> torch.Tensor:
+        """(n, 10) p over the scores 1..10 (distributional head only)."""
+        logits = self.logits(prompts, responses)
+        if logits.shape[-1] < 2:
+            raise ValueError("distribution() needs a distributional reward model (num_labels > 1)")
+        return logits.softmax(-1)
+
+    def sample(self, prompts, responses, generator: torch.Generator | None = None) -> torch.Tensor:
+        """(n,) a score r ~ p per reply (1..10), drawn from the predicted distribution."""
+        p = self.distribution(prompts, responses)
+        return (torch.multinomial(p, 1, generator=generator)[:, 0] + 1).float()
 
 
 def train_flops_per_token(model) -> float:

@@ -1,21 +1,119 @@
-"""Sampling replies from the policy on chat-formatted prompts."""
+"""Sampling replies from the policy, and the log-probabilities REINFORCE needs.
+
+Top-p and the gradient. Replies are sampled from the nucleus (top_p) distribution: the
+policy's softmax restricted to the smallest set of tokens whose probability reaches top_p,
+renormalised. REINFORCE is unbiased only if the log-probability in the gradient is the one
+of the distribution that was sampled, so `response_logprobs` returns the log-probabilities
+under that renormalised nucleus distribution (log pi(y) - log Z_nucleus), the same rule as
+transformers' `TopPLogitsWarper`. (Scoring top-p samples under the unfiltered softmax, as
+many simple implementations do, biases the gradient towards pushing probability into the
+tail that is never sampled.) The KL penalty and the reported KL to the SFT model use the
+unfiltered softmax of both models, the usual sample estimate of KL(pi || pi_sft).
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
+import torch.nn.functional as F
 
 from .data import left_pad, policy_prompt_text
 
+# ------------------------------------------------------------------ pure tensor functions
 
-@torch.inference_mode()
-def generate_replies(model, tokenizer, prompts, max_new_tokens: int = 128, do_sample: bool = True,
-                     top_p: float = 0.9, temperature: float = 1.0, seed: int = 0,
-                     max_prompt_tokens: int | None = None) -> list[str]:
-    """Replies of `model` to each chat prompt (a list of messages), decoded up to <|im_end|>.
 
-    Prompts are left-padded into one batch; generation uses the KV cache. `seed` fixes the
-    sampling so that two policies can be compared on the same random stream.
+def response_mask(tokens: torch.Tensor, eos_id: int) -> torch.Tensor:
+    """Mask of the real reply tokens: everything up to and including the first end-of-turn.
+
+    Args:
+        tokens: (batch, resp_len) sampled reply tokens (after the first eos, generation pads
+            with eos; a reply may also end without any eos when it hits the token limit).
+    Returns:
+        (batch, resp_len) float, 1 on tokens up to and including the first eos.
     """
+    is_eos = (tokens == eos_id).long()
+    eos_before = is_eos.cumsum(-1) - is_eos  # number of eos strictly before each position
+    return (eos_before == 0).float()
+
+
+def top_p_mask(logits: torch.Tensor, top_p: float) -> torch.Tensor:
+    """Which tokens the nucleus keeps, exactly as transformers' TopPLogitsWarper.
+
+    Args:
+        logits: (..., vocab).
+    Returns:
+        (..., vocab) bool, True for the tokens inside the top-p set (at least one token).
+    """
+    sorted_logits, sorted_idx = torch.sort(logits, descending=False, dim=-1)
+    cum = sorted_logits.softmax(-1).cumsum(-1)
+    remove_sorted = cum <= (1 - top_p)
+    remove_sorted[..., -1:] = False
+    remove = remove_sorted.scatter(-1, sorted_idx, remove_sorted)
+    return ~remove
+
+
+def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor, top_p: float = 1.0) -> torch.Tensor:
+    """log-probability of each token under softmax(logits), renormalised to the top-p set.
+
+    Args:
+        logits: (batch, len, vocab) the logits that predict `tokens` (already shifted).
+        tokens: (batch, len) the tokens.
+        top_p: 1.0 for the plain softmax; < 1 for the nucleus distribution it was sampled from.
+    Returns:
+        (batch, len) log-probabilities. The sampled token is always kept in the nucleus (a
+        float difference between sampling and this pass must not make it -inf).
+    """
+    logits = logits.float()
+    picked = logits.gather(-1, tokens[..., None])[..., 0]
+    if top_p >= 1.0:
+        return picked - torch.logsumexp(logits, -1)
+    with torch.no_grad():
+        keep = top_p_mask(logits, top_p)
+        keep.scatter_(-1, tokens[..., None], True)
+    return picked - torch.logsumexp(logits.masked_fill(~keep, float("-inf")), -1)
+
+
+def masked_sum(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(batch, len) values, (batch, len) 0/1 mask -> (batch,) sum over the masked positions."""
+    return (values * mask).sum(-1)
+
+
+def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(batch, len) values, (batch, len) 0/1 mask -> () mean over all masked positions."""
+    return (values * mask).sum() / mask.sum().clamp(min=1)
+
+
+def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
+    """(batch, len, vocab) -> (batch, len) entropy of the unfiltered softmax, in nats."""
+    logp = F.log_softmax(logits.float(), -1)
+    return -(logp.exp() * logp).sum(-1)
+
+
+# ---------------------------------------------------------------------------- sampling
+
+
+@dataclass
+class Rollout:
+    """A batch of sampled replies, laid out as one left-padded prompt block + reply block."""
+    prompts: list  # chat messages per row
+    input_ids: torch.Tensor  # (batch, prompt_len + resp_len): [pad..., prompt | reply, pad...]
+    attention_mask: torch.Tensor  # (batch, prompt_len + resp_len)
+    resp_mask: torch.Tensor  # (batch, resp_len) 1 on reply tokens up to the first eos
+    ended: torch.Tensor  # (batch,) bool: the reply closed its turn (eos) within the limit
+    texts: list[str]  # decoded replies
+
+    @property
+    def resp_len(self) -> int:
+        return self.resp_mask.shape[1]
+
+    @property
+    def lengths(self) -> torch.Tensor:
+        return self.resp_mask.sum(-1)
+
+
+def encode_prompts(tokenizer, prompts, max_prompt_tokens: int | None = None) -> list[list[int]]:
+    """Token ids of chat prompts (with the generation prompt); over-long prompts are an error."""
     ids = [tokenizer(policy_prompt_text(tokenizer, p), add_special_tokens=False)["input_ids"] for p in prompts]
     if max_prompt_tokens is not None:
         long = [i for i, x in enumerate(ids) if len(x) > max_prompt_tokens]
@@ -24,13 +122,58 @@ def generate_replies(model, tokenizer, prompts, max_new_tokens: int = 128, do_sa
                 f"{len(long)} prompt(s) exceed max_prompt_tokens={max_prompt_tokens} "
                 f"(first: index {long[0]}, {len(ids[long[0]])} tokens); shorten them or raise the budget"
             )
-    input_ids, mask = left_pad(ids, tokenizer.pad_token_id)
+    return ids
+
+
+@torch.no_grad()  # not inference_mode: the sampled ids feed the training forward pass
+def sample(model, tokenizer, prompts, max_new_tokens: int, top_p: float = 1.0, temperature: float = 1.0,
+           do_sample: bool = True, seed: int | None = None, max_prompt_tokens: int | None = None,
+           amp: str = "none") -> Rollout:
+    """Sample one reply per prompt with the KV cache (prompts left-padded into one batch)."""
+    from .reward import autocast
+
+    ids = encode_prompts(tokenizer, prompts, max_prompt_tokens)
+    prompt_ids, prompt_mask = left_pad(ids, tokenizer.pad_token_id)
     dev = next(model.parameters()).device
-    torch.manual_seed(seed)
-    out = model.generate(
-        input_ids=input_ids.to(dev), attention_mask=mask.to(dev), max_new_tokens=max_new_tokens,
-        do_sample=do_sample, top_p=top_p if do_sample else None, top_k=0 if do_sample else None,
-        temperature=temperature if do_sample else None, pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-    )
-    return [tokenizer.decode(row[input_ids.shape[1]:], skip_special_tokens=True).strip() for row in out]
+    if seed is not None:
+        torch.manual_seed(seed)
+    with autocast(amp, dev):
+        out = model.generate(
+            input_ids=prompt_ids.to(dev), attention_mask=prompt_mask.to(dev), max_new_tokens=max_new_tokens,
+            do_sample=do_sample, top_p=top_p if do_sample else None, top_k=0 if do_sample else None,
+            temperature=temperature if do_sample else None, pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+        ).cpu()
+    reply = out[:, prompt_ids.shape[1]:]
+    mask = response_mask(reply, tokenizer.eos_token_id)
+    ended = (reply == tokenizer.eos_token_id).any(-1)
+    texts = [tokenizer.decode(r[m.bool()], skip_special_tokens=True).strip() for r, m in zip(reply, mask)]
+    attention = torch.cat([prompt_mask, mask.long()], dim=1)
+    return Rollout(list(prompts), out, attention, mask, ended, texts)
+
+
+def generate_replies(model, tokenizer, prompts, max_new_tokens: int = 128, do_sample: bool = True,
+                     top_p: float = 0.9, temperature: float = 1.0, seed: int = 0,
+                     max_prompt_tokens: int | None = None, amp: str = "none") -> list[str]:
+    """Reply texts of `model` to chat prompts (see `sample`)."""
+    return sample(model, tokenizer, prompts, max_new_tokens, top_p, temperature, do_sample, seed,
+                  max_prompt_tokens, amp).texts
+
+
+def rollout_logits(model, roll: Rollout) -> torch.Tensor:
+    """Logits that predict each reply token, from one forward pass over prompt + reply.
+
+    Token t is predicted by position t-1, so the last resp_len + 1 positions are kept
+    (`logits_to_keep`: no vocabulary projection on prompt positions) and the final one,
+    which predicts past the end, is dropped.
+
+    Returns:
+        (batch, resp_len, vocab) logits.
+    """
+    from .reward import positions_from_mask
+
+    dev = next(model.parameters()).device
+    mask = roll.attention_mask.to(dev)
+    out = model(input_ids=roll.input_ids.to(dev), attention_mask=mask, position_ids=positions_from_mask(mask),
+                logits_to_keep=roll.resp_len + 1, use_cache=False)
+    return out.logits[:, :-1]

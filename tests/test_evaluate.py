@@ -26,3 +26,19 @@ def test_length_analysis_by_hand():
     assert out["rm_prefers_longer"] == pytest.approx(2 / 3)
     assert out["length_baseline_accuracy"] == pytest.approx((1 + 0 + 0.5 + 0) / 4)
     assert out["accuracy_when_chosen_shorter"] == pytest.approx(0.5) and out["n_chosen_shorter"] == 2
+
+
+def test_distinct_and_repetition_by_hand():
+    replies = [[1, 2, 3, 1, 2], [1, 2]]
+    # bigrams: (1,2) (2,3) (3,1) (1,2) | (1,2) -> 3 unique of 5
+    assert evaluate.distinct_n(replies, 2) == pytest.approx(3 / 5)
+    # 2-grams within reply 0: 4, one repeat -> 0.25; reply 1: 1 gram, no repeat -> 0
+    assert evaluate.repetition_rate(replies, n=2) == pytest.approx((0.25 + 0.0) / 2)
+
+
+def test_compare_policies_by_hand():
+    gen = {"tokens": [[1, 2, 3], [4, 5]], "ended": [True, False]}
+    out = evaluate.compare_policies([0.0, 1.0], [1.0, 1.0], gen, gen)
+    assert out["reward_delta_mean"] == pytest.approx(0.5)
+    assert out["win_rate"] == pytest.approx((1 + 0.5) / 2)  # one win, one tie
+    assert out["length_rl"] == 2.5 and out["ended_frac_sft"] == 0.5 and out["n_eval_prompts"] == 2

@@ -33,3 +33,41 @@ def test_centering_term_by_hand():
     base = losses.bradley_terry_loss(s_c, s_r).item()
     centered = losses.bradley_terry_loss(s_c, s_r, center_coef=0.01).item()
     assert abs(centered - base - 0.01 * (4.0 + 4.0) / 2) < 1e-6
+
+
+def onehot_logits(scores, n=10):
+    """Logits whose softmax puts (almost) all mass on the given score (1..n)."""
+    out = torch.full((len(scores), n), -30.0)
+    for i, s in enumerate(scores):
+        out[i, s - 1] = 30.0
+    return out
+
+
+def test_expected_score_loss_by_hand():
+    lc, lr = onehot_logits([7, 3]), onehot_logits([5, 4])
+    assert losses.expected_score(lc).tolist() == [pytest_approx(7.0), pytest_approx(3.0)]
+    expected = (math.log1p(math.exp(-2.0)) + math.log1p(math.exp(1.0))) / 2
+    assert abs(losses.expected_score_loss(lc, lr).item() - expected) < 1e-5
+
+
+def pytest_approx(x):
+    import pytest
+
+    return pytest.approx(x, abs=1e-5)
+
+
+def test_prob_beats_by_hand_with_ties():
+    # p_c = (0.5 on 2, 0.5 on 3), p_r = (1.0 on 2): beats with 0.5, tie with 0.5 -> 0.5 + 0.25
+    p_c = torch.zeros(1, 10); p_c[0, 1] = 0.5; p_c[0, 2] = 0.5
+    p_r = torch.zeros(1, 10); p_r[0, 1] = 1.0
+    lc, lr = torch.log(p_c.clamp(min=1e-30)), torch.log(p_r.clamp(min=1e-30))
+    assert losses.prob_beats(lc, lr).item() == pytest_approx(0.75)
+    assert losses.prob_beats_loss(lc, lr).item() == pytest_approx(-math.log(0.75))
+    same = torch.randn(3, 10)
+    assert losses.prob_beats(same, same).tolist() == [pytest_approx(0.5)] * 3  # identical -> chance
+    assert losses.prob_beats(onehot_logits([9]), onehot_logits([2])).item() == pytest_approx(1.0)
+
+
+def test_prob_beats_stays_finite_when_certainly_wrong():
+    loss = losses.prob_beats_loss(onehot_logits([1]), onehot_logits([10]))
+    assert torch.isfinite(loss) and loss.item() > 20

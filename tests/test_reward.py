@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from alignlib import config, data, reward
+from alignlib import config, data, losses, reward
 from alignlib.data import EncodedPair, PreferencePair
 
 PROMPT = ({"role": "user", "content": "Why is the sky blue?"},)
@@ -39,7 +39,7 @@ def test_pack_pairs_layout():
 
 def test_expected_score_by_hand():
     logits = torch.log(torch.tensor([[0.5, 0.5, 0.0 + 1e-30], [0.0 + 1e-30, 0.0 + 1e-30, 1.0]]))
-    assert reward.expected_score(logits).tolist() == pytest.approx([1.5, 3.0])
+    assert losses.expected_score(logits).tolist() == pytest.approx([1.5, 3.0])
 
 
 def test_score_reads_the_end_of_the_response(tiny_rm, tokenizer):

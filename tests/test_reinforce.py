@@ -1,0 +1,99 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from alignlib import config, reinforce
+
+
+def test_ema_baseline_by_hand():
+    r = torch.tensor([0.0, 2.0, 4.0])
+    assert reinforce.ema_baseline(None, r, 0.9) == pytest.approx(2.0)  # starts at the first batch mean
+    assert reinforce.ema_baseline(1.0, r, 0.9) == pytest.approx(0.9 * 1.0 + 0.1 * 2.0)
+
+
+def test_rloo_baseline_by_hand():
+    assert reinforce.rloo_baseline(torch.tensor([[1.0, 3.0]])).tolist() == [[3.0, 1.0]]
+    assert reinforce.rloo_baseline(torch.tensor([[1.0, 2.0, 6.0]])).tolist() == [[4.0, 3.5, 1.5]]
+    with pytest.raises(ValueError, match="k >= 2"):
+        reinforce.rloo_baseline(torch.tensor([[1.0]]))
+
+
+def test_kl_penalty_by_hand():
+    r = torch.tensor([1.0, 0.0])
+    logp = torch.tensor([[-1.0, -2.0, -3.0], [-0.5, -0.5, -0.5]])
+    ref = torch.tensor([[-1.5, -2.0, -9.0], [-1.0, -1.0, -1.0]])
+    mask = torch.tensor([[1.0, 1.0, 0.0], [1.0, 1.0, 1.0]])
+    shaped, kl = reinforce.kl_penalized_rewards(r, logp, ref, mask, beta=0.1)
+    assert kl.tolist() == pytest.approx([0.5, 1.5])  # the masked third token of row 0 is ignored
+    assert shaped.tolist() == pytest.approx([1.0 - 0.05, 0.0 - 0.15])
+
+
+def test_reinforce_loss_gradient_is_minus_advantage_over_batch():
+    seq_logp = torch.tensor([-3.0, -5.0], requires_grad=True)
+    adv = torch.tensor([2.0, -1.0])
+    loss = reinforce.reinforce_loss(seq_logp, adv)
+    loss.backward()
+    assert loss.item() == pytest.approx(-(2 * -3 + -1 * -5) / 2)
+    assert seq_logp.grad.tolist() == [-1.0, 0.5]
+
+
+def toy_reward(prompts, texts):
+    """Rewards replies for containing the letter 'e' (any deterministic function of the text)."""
+    return torch.tensor([t.count("e") / 10 for t in texts], dtype=torch.float32)
+
+
+PROMPTS = [[{"role": "user", "content": f"Say something about {w}"}] for w in ("cats", "dogs", "rain", "tea")]
+
+
+def run(tiny_policy_factory, tokenizer, **changes):
+    cfg = config.with_overrides(config.get_profile("smoke").reinforce, iterations=2, prompts_per_iter=2,
+                                max_new_tokens=5, lr=1e-3, **changes)
+    policy = tiny_policy_factory()
+    ref = tiny_policy_factory() if cfg.kl_beta > 0 or changes.get("kl_log_every") else None
+    return reinforce.train_reinforce(policy, tokenizer, toy_reward, PROMPTS, cfg, ref_policy=ref, progress=False)
+
+
+@pytest.fixture
+def policy_factory(tokenizer):
+    from transformers import LlamaForCausalLM
+
+    from conftest import tiny_config
+
+    def make():
+        torch.manual_seed(0)
+        return LlamaForCausalLM(tiny_config(tokenizer)).eval()
+
+    return make
+
+
+def strip_times(h):
+    return {k: v for k, v in h.items() if not k.startswith("time/")}
+
+
+@pytest.mark.parametrize("changes", [{}, {"baseline": "rloo", "samples_per_prompt": 2}, {"kl_beta": 0.1}])
+def test_loop_is_reproducible_and_logs_everything(policy_factory, tokenizer, changes):
+    h1, h2 = run(policy_factory, tokenizer, **changes), run(policy_factory, tokenizer, **changes)
+    assert strip_times(h1) == strip_times(h2)
+    assert h1["iteration"] == [1, 2]
+    for key in ("reward/mean", "baseline", "advantage/std", "response/length", "response/ended_frac", "entropy",
+                "grad_norm", "time/iteration"):
+        assert len(h1[key]) == 2 and all(np.isfinite(h1[key]))
+    if changes.get("kl_beta"):
+        assert all(v is not None for v in h1["kl/to_sft"])
+        assert h1["kl/to_sft"][0] == pytest.approx(0.0, abs=1e-4)  # identical policies before the first step
+
+
+def test_different_seed_gives_different_samples(policy_factory, tokenizer):
+    a, b = run(policy_factory, tokenizer), run(policy_factory, tokenizer, seed=5)
+    assert a["response/length"] != b["response/length"] or a["reward/mean"] != b["reward/mean"]
+
+
+def test_loop_refuses_inconsistent_settings(policy_factory, tokenizer):
+    with pytest.raises(ValueError, match="RLOO needs samples_per_prompt >= 2"):
+        run(policy_factory, tokenizer, baseline="rloo", samples_per_prompt=1)
+    with pytest.raises(ValueError, match="ref_policy"):
+        reinforce.train_reinforce(policy_factory(), tokenizer, toy_reward, PROMPTS,
+                                  config.with_overrides(config.get_profile("smoke").reinforce, kl_beta=0.1),
+                                  progress=False)

@@ -1,0 +1,81 @@
+import math
+
+import pytest
+import torch
+
+from alignlib import rollout
+
+EOS = 2
+
+
+def test_response_mask_stops_after_first_eos():
+    tokens = torch.tensor([[5, EOS, EOS], [5, 6, 7], [EOS, 9, EOS]])
+    assert rollout.response_mask(tokens, EOS).tolist() == [[1, 1, 0], [1, 1, 1], [1, 0, 0]]
+
+
+def test_token_logprobs_plain_and_nucleus_by_hand():
+    probs = torch.tensor([0.5, 0.3, 0.2])
+    logits = probs.log().view(1, 1, 3)
+    tok = lambda t: torch.tensor([[t]])
+    assert rollout.token_logprobs(logits, tok(1)).item() == pytest.approx(math.log(0.3))
+    # top_p = 0.7: sorted ascending 0.2, 0.3, 0.5 -> cumulative 0.2, 0.5, 1.0; drop cum <= 0.3 -> {0.3, 0.5}
+    assert rollout.token_logprobs(logits, tok(1), top_p=0.7).item() == pytest.approx(math.log(0.3 / 0.8))
+    assert rollout.top_p_mask(logits, 0.7)[0, 0].tolist() == [True, True, False]
+    # top_p = 0.5 keeps {0.5} only ...
+    assert rollout.top_p_mask(logits, 0.5)[0, 0].tolist() == [True, False, False]
+    assert rollout.token_logprobs(logits, tok(0), top_p=0.5).item() == pytest.approx(0.0, abs=1e-6)
+    # ... but a sampled token is never -inf: it joins the set
+    assert rollout.token_logprobs(logits, tok(1), top_p=0.5).item() == pytest.approx(math.log(0.3 / 0.8))
+
+
+def test_top_p_mask_matches_transformers_warper():
+    from transformers.generation.logits_process import TopPLogitsWarper
+
+    torch.manual_seed(0)
+    logits = torch.randn(4, 50) * 3
+    warped = TopPLogitsWarper(0.9)(None, logits.clone())
+    assert torch.equal(rollout.top_p_mask(logits, 0.9), torch.isfinite(warped))
+
+
+def test_masked_sum_and_mean():
+    v, m = torch.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]), torch.tensor([[1.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
+    assert rollout.masked_sum(v, m).tolist() == [3.0, 4.0]
+    assert rollout.masked_mean(v, m).item() == pytest.approx(7.0 / 3)
+
+
+def test_entropy_by_hand():
+    logits = torch.log(torch.tensor([[[0.5, 0.5, 1e-30]]]))
+    assert rollout.entropy_from_logits(logits).item() == pytest.approx(math.log(2), abs=1e-6)
+
+
+def test_reply_logprobs_with_left_padding_match_one_by_one(tiny_policy, tokenizer):
+    """Batched, left-padded prompts and replies of different lengths (one ended early) give the
+    same summed reply log-probs as each prompt + reply run alone."""
+    prompts = [[{"role": "user", "content": "Hi"}], [{"role": "user", "content": "A longer question, please answer"}]]
+    roll = rollout.sample(tiny_policy, tokenizer, prompts, max_new_tokens=6, seed=0)
+    # force an early end in row 0 to test masking after the first eos
+    roll.input_ids[0, -4] = tokenizer.eos_token_id
+    roll.resp_mask = rollout.response_mask(roll.input_ids[:, -roll.resp_len:], tokenizer.eos_token_id)
+    prompt_width = roll.input_ids.shape[1] - roll.resp_len
+    roll.attention_mask[:, prompt_width:] = roll.resp_mask.long()
+    targets = roll.input_ids[:, -roll.resp_len:]
+    with torch.no_grad():
+        batched = rollout.masked_sum(rollout.token_logprobs(rollout.rollout_logits(tiny_policy, roll), targets),
+                                     roll.resp_mask)
+        for i in range(2):
+            keep = roll.attention_mask[i].bool()
+            ids = roll.input_ids[i][keep][None]
+            n_reply = int(roll.resp_mask[i].sum())
+            logp = torch.log_softmax(tiny_policy(input_ids=ids).logits[0], -1)
+            # token t is predicted by position t - 1
+            by_hand = sum(logp[t - 1, ids[0, t]] for t in range(ids.shape[1] - n_reply, ids.shape[1]))
+            assert batched[i].item() == pytest.approx(by_hand.item(), abs=1e-4)
+    assert roll.resp_mask[0].sum() == 3
+
+
+def test_sampling_is_seeded(tiny_policy, tokenizer):
+    prompts = [[{"role": "user", "content": "Hi"}]] * 3
+    a = rollout.sample(tiny_policy, tokenizer, prompts, 5, top_p=0.9, seed=1).texts
+    b = rollout.sample(tiny_policy, tokenizer, prompts, 5, top_p=0.9, seed=1).texts
+    c = rollout.sample(tiny_policy, tokenizer, prompts, 5, top_p=0.9, seed=2).texts
+    assert a == b and a != c
