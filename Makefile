@@ -21,8 +21,9 @@ $(STAMP): requirements.txt pyproject.toml
 	touch $(STAMP)
 
 test: setup
-	HF_HUB_OFFLINE=1 $(PY) -m pytest tests
+	HF_HUB_OFFLINE=1 $(PY) -m pytest tests --ignore=tests/test_report.py
 	HF_HUB_OFFLINE=1 ALIGNLIB_PROFILE=smoke $(PY) -m pytest --nbval-lax -p no:cacheprovider notebooks
+	HF_HUB_OFFLINE=1 ALIGNLIB_PROFILE=smoke $(PY) -m pytest tests/test_report.py
 
 report: setup
 	@set -e; \
@@ -35,4 +36,10 @@ report: setup
 	  ALIGNLIB_PROFILE=$$profile $(VENV)/bin/jupyter nbconvert --to notebook --execute "$${dest[@]}" \
 	    --ExecutePreprocessor.timeout=-1 "$$nb"; \
 	done; \
-	if [ -f report/build.py ]; then ALIGNLIB_PROFILE=$$profile $(PY) report/build.py; fi
+	ALIGNLIB_PROFILE=$$profile $(PY) report/build.py; \
+	if [ "$$profile" = cpu ]; then $(PY) report/readme_table.py cpu && $(PY) report/timings.py readme; fi
+
+# make bench   alignlib vs Hugging Face TRL on identical work (~20 min on 2 CPU cores) -> results/bench.json
+bench: setup
+	$(PY) -m pip install -q --disable-pip-version-check -r benchmarks/requirements.txt
+	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench.py

@@ -141,3 +141,36 @@ def kl_to_reference(policy, ref_policy, tokenizer, prompts, replies_tokens, cfg)
             lq = rollout.token_logprobs(rollout.rollout_logits(ref_policy, roll), r_ids.to(dev))
         total += rollout.masked_sum(lp - lq, r_mask.to(dev)).float().cpu().tolist()
     return float(np.mean(total))
+
+
+def distribution_report(logits_chosen, logits_rejected) -> dict:
+    """How a distributional reward model uses its scores 1..n on a set of pairs.
+
+    Args:
+        logits_chosen, logits_rejected: (pairs, n) head outputs.
+    Returns:
+        spread of E[p], mean Var[p], how many score classes are ever the most likely one (and
+        the share of the most used), the entropy of the average distribution (log n = uniform use),
+        and mean Var[p] on pairs ranked right vs wrong.
+    """
+    lc, lr = np.asarray(logits_chosen, float), np.asarray(logits_rejected, float)
+    logits = np.concatenate([lc, lr])
+    p = np.exp(logits - logits.max(-1, keepdims=True))
+    p /= p.sum(-1, keepdims=True)
+    scores = np.arange(1, p.shape[1] + 1)
+    mean = p @ scores
+    var = p @ scores**2 - mean**2
+    n = len(lc)
+    right = mean[:n] > mean[n:]
+    pair_var = (var[:n] + var[n:]) / 2
+    top = np.bincount(p.argmax(-1), minlength=p.shape[1]) / len(p)
+    avg = p.mean(0)
+    return {
+        "expected_score_mean": float(mean.mean()), "expected_score_std": float(mean.std()),
+        "expected_score_min": float(mean.min()), "expected_score_max": float(mean.max()),
+        "var_mean": float(var.mean()),
+        "classes_used_as_argmax": int((top > 0).sum()), "top_class_share": float(top.max()),
+        "avg_distribution_entropy": float(-(avg * np.log(avg + 1e-12)).sum()), "uniform_entropy": float(np.log(p.shape[1])),
+        "var_when_right": float(pair_var[right].mean()) if right.any() else float("nan"),
+        "var_when_wrong": float(pair_var[~right].mean()) if (~right).any() else float("nan"),
+    }

@@ -50,6 +50,9 @@ def reinforce_experiment(name: str, profile, cfg, tokenizer, reward_fn, eval_sco
                          sft_gen: dict, data_source: str, extra_config: dict | None = None) -> dict:
     """Train a fresh copy of the SFT policy with REINFORCE, evaluate it against SFT, record it.
 
+    Training state is checkpointed under checkpoints/<profile>/<name>_state/: re-running after
+    an interruption continues where it stopped (delete that folder to start over).
+
     Args:
         reward_fn: the training reward, (prompts, texts) -> (n,) tensor.
         eval_scorer: the reward used to judge SFT vs RL (E[p] or the scalar RM), same signature.
@@ -61,7 +64,8 @@ def reinforce_experiment(name: str, profile, cfg, tokenizer, reward_fn, eval_sco
     policy = models.load_policy()
     ref = models.load_policy()
     with results.PeakMemory() as mem:
-        history = reinforce.train_reinforce(policy, tokenizer, reward_fn, train_prompts, cfg, ref_policy=ref)
+        history = reinforce.train_reinforce(policy, tokenizer, reward_fn, train_prompts, cfg, ref_policy=ref,
+                                            checkpoint_dir=results.checkpoints_dir(profile.name) / f"{name}_state")
     gen = evaluate.generate_for_eval(policy, tokenizer, eval_prompts, cfg)
     gen["rewards"] = eval_scorer(eval_prompts, gen["texts"]).numpy()
     metrics = evaluate.compare_policies(sft_gen["rewards"], gen["rewards"], sft_gen, gen)
@@ -93,7 +97,8 @@ def reward_model_experiment(name: str, profile, cfg, tokenizer, prefs, publish: 
     max_length = profile.data.max_length
     model = models.new_reward_model(cfg)
     with results.PeakMemory() as mem, results.Timer() as train_time:
-        history = reward.train_reward_model(model, tokenizer, prefs.train, cfg, max_length)
+        history = reward.train_reward_model(model, tokenizer, prefs.train, cfg, max_length,
+                                            checkpoint_dir=results.checkpoints_dir(profile.name) / f"{name}_state")
     val = reward.pair_rewards(model, tokenizer, prefs.validation, max_length, cfg.eval_batch_size, cfg.amp,
                               progress=True)
     metrics = reward.pairwise_metrics(val["chosen"], val["rejected"])

@@ -146,16 +146,24 @@ def lora_config(cfg):
     )
 
 
-def load_reward_backbone(num_labels: int, seed: int = 0):
-    """SmolLM2 with a fresh `num_labels`-output score head (seeded), pad_token_id set."""
+def load_reward_backbone(num_labels: int, seed: int | None = None):
+    """SmolLM2 with a fresh `num_labels`-output score head, pad_token_id set.
+
+    With `seed`, the global torch RNG is seeded first (the head and the LoRA matrices created
+    next are reproducible); without it, the caller's random state is left untouched.
+    """
     from transformers import AutoModelForSequenceClassification, logging
 
     path, source = locate_model()
-    torch.manual_seed(seed)
     verbosity = logging.get_verbosity()
     logging.set_verbosity_error()  # the "score.weight newly initialized" report is expected
     try:
-        model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=num_labels, dtype=torch.float32)
+        if seed is not None:  # the start of a training run: seed the head (and what follows)
+            torch.manual_seed(seed)
+            model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=num_labels, dtype=torch.float32)
+        else:  # loading a saved head: leave the caller's random state alone
+            with torch.random.fork_rng(devices=[]):
+                model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=num_labels, dtype=torch.float32)
     finally:
         logging.set_verbosity(verbosity)
     model.config.pad_token_id = model.config.eos_token_id

@@ -131,3 +131,20 @@ def paired_rewards(r_sft, r_rl, path=None, title="Same prompt: SFT vs RL reward"
     ax.set(xlabel="reward of the SFT reply", ylabel="reward of the RL reply", title=title)
     fig.tight_layout()
     return _save(fig, path)
+
+
+def score_distributions(logits_chosen, logits_rejected, n_pairs: int = 4, path=None):
+    """Predicted p over the scores 1..n for the chosen and rejected reply of a few pairs."""
+    lc, lr = np.asarray(logits_chosen, float), np.asarray(logits_rejected, float)
+    softmax = lambda x: np.exp(x - x.max(-1, keepdims=True)) / np.exp(x - x.max(-1, keepdims=True)).sum(-1, keepdims=True)
+    pc, pr = softmax(lc[:n_pairs]), softmax(lr[:n_pairs])
+    scores = np.arange(1, lc.shape[1] + 1)
+    fig, axes = plt.subplots(1, n_pairs, figsize=(3.2 * n_pairs, 2.8), sharey=True)
+    for i, ax in enumerate(np.atleast_1d(axes)):
+        ax.bar(scores - 0.2, pc[i], width=0.4, color=CHOSEN, label="chosen")
+        ax.bar(scores + 0.2, pr[i], width=0.4, color=REJECTED, label="rejected")
+        ax.set(xticks=scores, xlabel="score", title=f"pair {i}: E {pc[i] @ scores:.2f} vs {pr[i] @ scores:.2f}")
+    np.atleast_1d(axes)[0].set_ylabel("p")
+    np.atleast_1d(axes)[0].legend(fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path)

@@ -92,7 +92,7 @@ def prompt_stream(prompts: list, batch: int, seed: int):
 
 
 def train_reinforce(policy, tokenizer, reward_fn, prompts: list, cfg, ref_policy=None,
-                    progress: bool = True) -> dict:
+                    progress: bool = True, checkpoint_dir=None, checkpoint_every: int = 20) -> dict:
     """Fine-tune `policy` in place with REINFORCE; returns the per-iteration history.
 
     Args:
@@ -102,7 +102,11 @@ def train_reinforce(policy, tokenizer, reward_fn, prompts: list, cfg, ref_policy
         cfg: `ReinforceConfig`.
         ref_policy: frozen SFT model; needed when cfg.kl_beta > 0, and used to log the KL
             every `cfg.kl_log_every` iterations otherwise (None: KL not measured).
+        checkpoint_dir: where to save the state every `checkpoint_every` iterations and at the
+            end; a run that finds a checkpoint of the same settings there continues from it.
     """
+    from . import checkpoint
+
     if cfg.baseline not in ("ema", "rloo"):
         raise ValueError(f"unknown baseline {cfg.baseline!r}; use 'ema' or 'rloo'")
     if cfg.baseline == "rloo" and cfg.samples_per_prompt < 2:
@@ -114,13 +118,23 @@ def train_reinforce(policy, tokenizer, reward_fn, prompts: list, cfg, ref_policy
     opt = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, weight_decay=0.0)
     stream = prompt_stream(prompts, cfg.prompts_per_iter, cfg.seed)
     k = cfg.samples_per_prompt
-    baseline = None
+    baseline, start = None, 0
     keys = ("reward/mean", "reward/std", "baseline", "advantage/std", "advantage/var", "kl/to_sft",
             "response/length", "response/ended_frac", "entropy", "grad_norm", "loss", "time/iteration",
             "time/generate", "time/score", "time/backward")
     history = {key: [] for key in keys}
     history["iteration"] = []
-    bar = tqdm(range(cfg.iterations), desc=f"REINFORCE ({cfg.baseline})", disable=not progress)
+    fingerprint = checkpoint.fingerprint(cfg, n_prompts=len(prompts), with_ref=ref_policy is not None)
+    if checkpoint_dir is not None:
+        resumed = checkpoint.load(checkpoint_dir, fingerprint, policy, opt)
+        if resumed is not None:
+            start, extra = resumed
+            baseline, history = extra["baseline"], extra["history"]
+            for _ in range(start):  # the prompt batches the interrupted run already used
+                next(stream)
+            print(f"[alignlib] resuming REINFORCE at iteration {start} from {checkpoint_dir}")
+    bar = tqdm(range(start, cfg.iterations), initial=start, total=cfg.iterations,
+               desc=f"REINFORCE ({cfg.baseline})", disable=not progress)
     for it in bar:
         t0 = time.perf_counter()
         batch_prompts = [p for p in next(stream) for _ in range(k)]  # k replies per prompt, adjacent
@@ -134,7 +148,8 @@ def train_reinforce(policy, tokenizer, reward_fn, prompts: list, cfg, ref_policy
         # 2. score them
         rewards = torch.as_tensor(reward_fn(batch_prompts, roll.texts), dtype=torch.float32)
         if not torch.isfinite(rewards).all():
-            raise FloatingPointError(f"non-finite reward at iteration {it}")
+            raise FloatingPointError(f"non-finite reward at iteration {it}; the last good checkpoint (if any) "
+                                     f"is in {checkpoint_dir}")
         rewards = rewards - cfg.truncation_penalty * (~roll.ended).float()
         t2 = time.perf_counter()
 
@@ -175,7 +190,8 @@ def train_reinforce(policy, tokenizer, reward_fn, prompts: list, cfg, ref_policy
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.max_grad_norm)
         if not (torch.isfinite(loss) and torch.isfinite(grad_norm)):
-            raise FloatingPointError(f"non-finite loss or gradient norm at iteration {it}")
+            raise FloatingPointError(f"non-finite {'loss' if not torch.isfinite(loss) else 'gradient norm'} at "
+                                     f"iteration {it}; the last good checkpoint (if any) is in {checkpoint_dir}")
         opt.step()
         opt.zero_grad(set_to_none=True)
         t3 = time.perf_counter()
@@ -193,6 +209,8 @@ def train_reinforce(policy, tokenizer, reward_fn, prompts: list, cfg, ref_policy
         history["iteration"].append(it + 1)
         bar.set_postfix(reward=f"{row['reward/mean']:.3f}", len=f"{row['response/length']:.0f}",
                         kl="-" if kl is None else f"{row['kl/to_sft']:.2f}", s_it=f"{row['time/iteration']:.1f}")
+        if checkpoint_dir is not None and ((it + 1) % checkpoint_every == 0 or it + 1 == cfg.iterations):
+            checkpoint.save(checkpoint_dir, it + 1, fingerprint, policy, opt, {"baseline": baseline, "history": history})
     policy.eval()
     return history
 

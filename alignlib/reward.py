@@ -16,7 +16,6 @@ alone, and the prompt is processed once (on HH-RLHF, about a third fewer tokens)
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -175,21 +174,29 @@ def autocast(amp: str, device: torch.device):
     return torch.autocast(device.type, enabled=False)
 
 
-def train_reward_model(model, tokenizer, pairs, cfg, max_length: int, progress: bool = True) -> dict:
+def train_reward_model(model, tokenizer, pairs, cfg, max_length: int, progress: bool = True,
+                       checkpoint_dir=None, checkpoint_every: int = 50) -> dict:
     """Train a reward model on preference pairs; returns the per-step history.
 
     One optimizer step = `cfg.batch_size * cfg.grad_accum` pairs, each pair one packed
     sequence, the batches length-bucketed. AdamW on the trainable (LoRA + head) parameters,
     linear warm-up then linear decay, gradient-norm clipping.
+
+    With `checkpoint_dir`, the state is saved every `checkpoint_every` steps and at the end,
+    and a run that finds a checkpoint of the same settings there continues from it (giving
+    the same result as an uninterrupted run).
     """
+    from . import checkpoint
+
     device = next(model.parameters()).device
     torch.manual_seed(cfg.seed)
     encoded = [encode_pair(tokenizer, p, max_length) for p in pairs]
     lengths = [len(e.prompt) + len(e.chosen) + len(e.rejected) for e in encoded]
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    steps_per_epoch = math.ceil(len(pairs) / cfg.batch_size) // cfg.grad_accum
-    total_steps = steps_per_epoch * cfg.epochs
+    micro_batches = [b for epoch in range(cfg.epochs)
+                     for b in length_bucketed_batches(lengths, cfg.batch_size, seed=cfg.seed + epoch)]
+    total_steps = len(micro_batches) // cfg.grad_accum
     if cfg.max_steps is not None:
         total_steps = min(total_steps, cfg.max_steps)
 
@@ -201,52 +208,61 @@ def train_reward_model(model, tokenizer, pairs, cfg, max_length: int, progress: 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
     scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp == "fp16" and device.type == "cuda")
     history = {"step": [], "loss": [], "accuracy": [], "lr": [], "grad_norm": [], "tokens": []}
+    step = 0
+    fingerprint = checkpoint.fingerprint(cfg, max_length=max_length, n_pairs=len(pairs))
+    if checkpoint_dir is not None:
+        resumed = checkpoint.load(checkpoint_dir, fingerprint, model, opt)
+        if resumed is not None:
+            step, extra = resumed
+            history = extra["history"]
+            sched.load_state_dict(extra["scheduler"])
+            scaler.load_state_dict(extra["scaler"])
+            print(f"[alignlib] resuming reward-model training at step {step} from {checkpoint_dir}")
+
+    def save_checkpoint():
+        checkpoint.save(checkpoint_dir, step, fingerprint, model, opt,
+                        {"history": history, "scheduler": sched.state_dict(), "scaler": scaler.state_dict()})
+
     model.train()
-    step, micro, acc_loss, acc_right, acc_n, acc_tokens = 0, 0, 0.0, 0, 0, 0
-    bar = tqdm(total=total_steps, desc="RM training", disable=not progress)
-    for epoch in range(cfg.epochs):
-        batches = length_bucketed_batches(lengths, cfg.batch_size, seed=cfg.seed + epoch)
-        for batch in batches:
+    bar = tqdm(total=total_steps, initial=step, desc="RM training", disable=not progress)
+    while step < total_steps:
+        group = micro_batches[step * cfg.grad_accum:(step + 1) * cfg.grad_accum]
+        sums = {"loss": 0.0, "right": 0, "n": 0, "tokens": 0}
+        for batch in group:  # gradient accumulation over the micro-batches of one step
             packed = pack_pairs([encoded[i] for i in batch], tokenizer.pad_token_id)
             with autocast(cfg.amp, device):
                 logits_c, logits_r = pair_logits(model, packed)
                 loss = pair_loss(cfg, logits_c.float(), logits_r.float())
             if not torch.isfinite(loss):
-                raise FloatingPointError(f"non-finite RM loss ({loss.item()}) at step {step}")
+                raise FloatingPointError(f"non-finite RM loss ({loss.item()}) at step {step}; the last good "
+                                         f"checkpoint (if any) is in {checkpoint_dir}")
             scaler.scale(loss / cfg.grad_accum).backward()
             with torch.no_grad():
                 margin = reward_from_logits(logits_c.float()) - reward_from_logits(logits_r.float())
-            acc_loss += loss.item() * len(batch)
-            acc_right += int((margin > 0).sum())
-            acc_n += len(batch)
-            acc_tokens += packed.n_tokens
-            micro += 1
-            if micro % cfg.grad_accum:
-                continue
-            scaler.unscale_(opt)
-            grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
-            if not torch.isfinite(grad_norm):
-                raise FloatingPointError(f"non-finite gradient norm at step {step}")
-            scaler.step(opt)
-            scaler.update()
-            opt.zero_grad(set_to_none=True)
-            history["step"].append(step + 1)
-            history["loss"].append(acc_loss / acc_n)
-            history["accuracy"].append(acc_right / acc_n)
-            history["lr"].append(sched.get_last_lr()[0])
-            history["grad_norm"].append(float(grad_norm))
-            history["tokens"].append(acc_tokens)
-            sched.step()
-            step += 1
-            recent = slice(-20, None)
-            bar.update(1)
-            bar.set_postfix(loss=f"{np.mean(history['loss'][recent]):.3f}",
-                            acc=f"{np.mean(history['accuracy'][recent]):.2f}")
-            acc_loss, acc_right, acc_n, acc_tokens = 0.0, 0, 0, 0
-            if step >= total_steps:
-                break
-        if step >= total_steps:
-            break
+            sums["loss"] += loss.item() * len(batch)
+            sums["right"] += int((margin > 0).sum())
+            sums["n"] += len(batch)
+            sums["tokens"] += packed.n_tokens
+        scaler.unscale_(opt)
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+        if not torch.isfinite(grad_norm):
+            raise FloatingPointError(f"non-finite gradient norm at step {step}; the last good checkpoint "
+                                     f"(if any) is in {checkpoint_dir}")
+        scaler.step(opt)
+        scaler.update()
+        opt.zero_grad(set_to_none=True)
+        history["step"].append(step + 1)
+        history["loss"].append(sums["loss"] / sums["n"])
+        history["accuracy"].append(sums["right"] / sums["n"])
+        history["lr"].append(sched.get_last_lr()[0])
+        history["grad_norm"].append(float(grad_norm))
+        history["tokens"].append(sums["tokens"])
+        sched.step()
+        step += 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{np.mean(history['loss'][-20:]):.3f}", acc=f"{np.mean(history['accuracy'][-20:]):.2f}")
+        if checkpoint_dir is not None and (step % checkpoint_every == 0 or step == total_steps):
+            save_checkpoint()
     bar.close()
     model.eval()
     return history
@@ -304,6 +320,20 @@ def pairwise_metrics(r_chosen: np.ndarray, r_rejected: np.ndarray, seed: int = 0
     }
 
 
+def check_tokenizer_matches(model, tokenizer) -> None:
+    """Refuse a reward model whose vocabulary or pad token does not match the tokenizer's
+    (token ids would silently mean other tokens)."""
+    config = model.config
+    vocab = getattr(config, "vocab_size", None)
+    if vocab is not None and vocab != len(tokenizer):
+        raise ValueError(f"the reward model has a vocabulary of {vocab} tokens but the tokenizer has "
+                         f"{len(tokenizer)}: they belong to different models. Load both from the same base "
+                         "(alignlib.models.load_tokenizer / load_reward_model).")
+    if getattr(config, "pad_token_id", None) not in (None, tokenizer.pad_token_id):
+        raise ValueError(f"the reward model's pad_token_id ({config.pad_token_id}) differs from the "
+                         f"tokenizer's ({tokenizer.pad_token_id})")
+
+
 class RewardScorer:
     """`score(prompts, responses)` for any reward model, batched, without gradients.
 
@@ -315,6 +345,7 @@ class RewardScorer:
         self.model, self.tokenizer = model.eval(), tokenizer
         self.max_length, self.batch_size, self.amp = max_length, batch_size, amp
         self.source = getattr(model, "alignlib_source", "unknown")
+        check_tokenizer_matches(model, tokenizer)
 
     @torch.inference_mode()
     def logits(self, prompts, responses) -> torch.Tensor:

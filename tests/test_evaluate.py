@@ -42,3 +42,14 @@ def test_compare_policies_by_hand():
     assert out["reward_delta_mean"] == pytest.approx(0.5)
     assert out["win_rate"] == pytest.approx((1 + 0.5) / 2)  # one win, one tie
     assert out["length_rl"] == 2.5 and out["ended_frac_sft"] == 0.5 and out["n_eval_prompts"] == 2
+
+
+def test_distribution_report_by_hand():
+    big = 30.0
+    lc = np.full((2, 10), -big); lc[0, 7] = big; lc[1, 2] = big  # certain: 8 and 3
+    lr = np.full((2, 10), -big); lr[0, 4] = big; lr[1, 4] = big  # certain: 5 and 5
+    out = evaluate.distribution_report(lc, lr)
+    assert out["expected_score_mean"] == pytest.approx((8 + 3 + 5 + 5) / 4)
+    assert out["var_mean"] == pytest.approx(0.0, abs=1e-6)
+    assert out["classes_used_as_argmax"] == 3 and out["top_class_share"] == pytest.approx(0.5)
+    assert out["var_when_right"] == pytest.approx(0.0, abs=1e-6) and out["var_when_wrong"] == pytest.approx(0.0, abs=1e-6)

@@ -37,3 +37,13 @@ def test_over_long_prompt_for_generation_is_refused(tiny_policy, tokenizer):
     long = [{"role": "user", "content": "word " * 200}]
     with pytest.raises(ValueError, match="exceed max_prompt_tokens=50"):
         rollout.generate_replies(tiny_policy, tokenizer, [long], max_new_tokens=2, max_prompt_tokens=50)
+
+
+def test_corrupt_adapter_is_a_clear_error(tmp_path):
+    from alignlib import config
+
+    cfg = config.get_profile("smoke").rm_scalar
+    models.lora_config(cfg).save_pretrained(tmp_path)
+    (tmp_path / "adapter_model.safetensors").write_bytes(b"this is not a safetensors file")
+    with pytest.raises(models.AdapterError, match="Cannot load the adapter"):
+        models.load_reward_model(tmp_path, num_labels=1)

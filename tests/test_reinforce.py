@@ -97,3 +97,10 @@ def test_loop_refuses_inconsistent_settings(policy_factory, tokenizer):
         reinforce.train_reinforce(policy_factory(), tokenizer, toy_reward, PROMPTS,
                                   config.with_overrides(config.get_profile("smoke").reinforce, kl_beta=0.1),
                                   progress=False)
+
+
+def test_non_finite_reward_stops_the_run_and_names_it(policy_factory, tokenizer):
+    cfg = config.with_overrides(config.get_profile("smoke").reinforce, iterations=2, prompts_per_iter=2, max_new_tokens=3)
+    nan_reward = lambda prompts, texts: torch.full((len(texts),), float("nan"))
+    with pytest.raises(FloatingPointError, match="non-finite reward at iteration 0"):
+        reinforce.train_reinforce(policy_factory(), tokenizer, nan_reward, PROMPTS, cfg, progress=False)

@@ -161,3 +161,23 @@ def test_amp_modes():
         assert torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
     with pytest.raises(ValueError, match="unknown amp"):
         reward.autocast("fp8", cpu)
+
+
+def test_scorer_refuses_a_tokenizer_of_another_model(tokenizer):
+    from peft import get_peft_model
+    from transformers import LlamaConfig, LlamaForSequenceClassification
+
+    from alignlib import models
+
+    other = LlamaForSequenceClassification(LlamaConfig(vocab_size=32000, hidden_size=16, intermediate_size=32,
+                                                       num_hidden_layers=1, num_attention_heads=2,
+                                                       num_key_value_heads=1, num_labels=1, pad_token_id=0))
+    with pytest.raises(ValueError, match="vocabulary of 32000 tokens but the tokenizer has 49152"):
+        reward.RewardScorer(other, tokenizer)
+
+
+def test_non_finite_loss_stops_training_and_names_the_step(tiny_rm, tokenizer, monkeypatch):
+    cfg = config.with_overrides(config.get_profile("smoke").rm_scalar, batch_size=4, max_steps=None)
+    monkeypatch.setattr(reward, "pair_loss", lambda cfg, c, r: (c - r).mean() * float("nan"))
+    with pytest.raises(FloatingPointError, match="non-finite RM loss .* at step 0"):
+        reward.train_reward_model(tiny_rm(), tokenizer, toy_pairs(), cfg, max_length=128, progress=False)

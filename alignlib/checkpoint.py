@@ -1,0 +1,113 @@
+"""Resumable training: atomic checkpoints of everything a loop needs to continue exactly.
+
+A checkpoint directory holds `step-XXXXXXX/` folders and a `LATEST` file naming the newest
+complete one. A checkpoint is written under a temporary name and renamed when complete, and
+`LATEST` is replaced atomically after that, so a process killed at any moment leaves either
+the previous checkpoint or the new one, never half of one. Each checkpoint stores the
+trainable weights, the optimizer (and scheduler) state, the step, the RNG states, the loop's
+own state (e.g. the EMA baseline), the history so far, and a fingerprint of the config: a run
+with another config refuses to resume from it and says which settings differ.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+class CheckpointMismatch(RuntimeError):
+    pass
+
+
+def rng_state() -> dict:
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def trainable_state(model) -> dict:
+    """Weights that training changes: the trainable parameters (LoRA + head, or everything)."""
+    return {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def save(directory, step: int, fingerprint: dict, model, optimizer, extra: dict, keep: int = 1) -> Path:
+    """Write checkpoint `step` atomically and point LATEST to it; keep the newest `keep`."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    final = directory / f"step-{step:07d}"
+    tmp = directory / f".tmp-step-{step:07d}-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    torch.save(trainable_state(model), tmp / "weights.pt")
+    torch.save({"optimizer": optimizer.state_dict(), "rng": rng_state(), "extra": extra}, tmp / "state.pt")
+    (tmp / "meta.json").write_text(json.dumps({"step": step, "fingerprint": fingerprint}, indent=1))
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    latest_tmp = directory / f".LATEST.{os.getpid()}"
+    latest_tmp.write_text(final.name)
+    os.replace(latest_tmp, directory / "LATEST")
+    for old in sorted(directory.glob("step-*"))[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def latest(directory) -> Path | None:
+    """The newest complete checkpoint of `directory`, or None."""
+    pointer = Path(directory) / "LATEST"
+    if not pointer.exists():
+        return None
+    path = Path(directory) / pointer.read_text().strip()
+    return path if (path / "meta.json").exists() else None
+
+
+def load(directory, fingerprint: dict, model, optimizer) -> tuple[int, dict] | None:
+    """Restore the newest checkpoint into `model` and `optimizer`; returns (step, extra) or None.
+
+    Raises CheckpointMismatch when the checkpoint was written by a run with another config.
+    """
+    path = latest(directory)
+    if path is None:
+        return None
+    meta = json.loads((path / "meta.json").read_text())
+    saved = meta["fingerprint"]
+    if saved != fingerprint:
+        diff = sorted(k for k in set(saved) | set(fingerprint) if saved.get(k) != fingerprint.get(k))
+        raise CheckpointMismatch(
+            f"the checkpoint in {directory} was written with other settings ({', '.join(diff)} differ: "
+            f"{ {k: saved.get(k) for k in diff} } there, { {k: fingerprint.get(k) for k in diff} } now). "
+            "Delete that directory to start over, or restore the settings to resume."
+        )
+    weights = torch.load(path / "weights.pt", map_location="cpu")
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, value in weights.items():
+            params[name].copy_(value)
+    state = torch.load(path / "state.pt", map_location="cpu", weights_only=False)
+    optimizer.load_state_dict(state["optimizer"])
+    set_rng_state(state["rng"])
+    return meta["step"], state["extra"]
+
+
+def fingerprint(*configs, **extra) -> dict:
+    """A JSON-comparable summary of the settings that must match for a resume."""
+    out = {}
+    for cfg in configs:
+        for k, v in (cfg.__dict__ if hasattr(cfg, "__dict__") else dict(cfg)).items():
+            out[k] = list(v) if isinstance(v, tuple) else v
+    out.update(extra)
+    return json.loads(json.dumps(out))

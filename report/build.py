@@ -1,0 +1,59 @@
+"""Build report/report.pdf from the run records of one profile (Typst, through the `typst` package).
+
+    ALIGNLIB_PROFILE=cpu python report/build.py
+
+Every number in the PDF is read from results/<profile>/*.json by report.typ itself; this
+script only checks that the records it needs exist (naming the notebook that writes each
+missing one) and compiles.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# record -> the notebook that writes it
+NEEDED = {
+    "data": "notebooks/01_data.ipynb",
+    "rm_scalar": "notebooks/02_scalar_reward_model.ipynb",
+    "reinforce_ema": "notebooks/03_reinforce.ipynb",
+    "reinforce_rloo": "notebooks/03_reinforce.ipynb",
+    "reinforce_ema_kl": "notebooks/03_reinforce.ipynb",
+}
+
+
+def missing_records(profile: str) -> list[str]:
+    problems = []
+    for name, notebook in NEEDED.items():
+        path = ROOT / "results" / profile / f"{name}.json"
+        if not path.exists():
+            problems.append(f"results/{profile}/{name}.json is missing: run {notebook} at profile '{profile}'")
+            continue
+        record = json.loads(path.read_text())
+        if record.get("profile") != profile:
+            problems.append(f"{path} says profile {record.get('profile')!r}, expected {profile!r}")
+    return problems
+
+
+def build(profile: str, output: Path | None = None) -> Path:
+    import typst
+
+    problems = missing_records(profile)
+    if problems:
+        raise SystemExit("Cannot build the report:\n  " + "\n  ".join(problems))
+    output = output or ROOT / "report" / ("report.pdf" if profile == "cpu" else f"report-{profile}.pdf")
+    typst.compile(str(ROOT / "report" / "report.typ"), output=str(output), root=str(ROOT),
+                  sys_inputs={"profile": profile})
+    return output
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(ROOT))
+    from alignlib.config import default_profile_name
+
+    profile = os.environ.get("ALIGNLIB_PROFILE") or default_profile_name()
+    print("wrote", build(profile).relative_to(ROOT))

@@ -1,0 +1,79 @@
+"""Write the README's results table from the run records (called by `make report`).
+
+    python report/readme_table.py [profile]
+
+The table replaces whatever stands between the `<!-- results:start -->` and
+`<!-- results:end -->` markers of README.md; records that do not exist yet are left out.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+START, END = "<!-- results:start -->", "<!-- results:end -->"
+
+
+def load(profile: str, name: str) -> dict | None:
+    path = ROOT / "results" / profile / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def ci(x, d=3):
+    return f"[{x[0]:.{d}f}, {x[1]:.{d}f}]"
+
+
+def table(profile: str) -> str:
+    lines = []
+    rms = [(n, load(profile, n)) for n in ("rm_scalar", "rm_prob", "rm_prob_beats")]
+    rms = [(n, r) for n, r in rms if r]
+    if rms:
+        lines += ["| reward model | val. accuracy [95% CI] | val. loss | training pairs | tokens/s |",
+                  "|---|---|---|---|---|"]
+        for name, r in rms:
+            m = r["metrics"]
+            lines.append(f"| `{name}` | {m['val_accuracy']:.3f} {ci(m['val_accuracy_ci95'])} | {m['val_loss']:.3f} "
+                         f"| {m['train_pairs']} | {m['train_tokens_per_s']:.0f} |")
+        lines.append("")
+    runs = [(n, load(profile, n)) for n in ("reinforce_ema", "reinforce_rloo", "reinforce_ema_kl",
+                                            "reinforce_prob_expected", "reinforce_prob_sampled")]
+    runs = [(n, r) for n, r in runs if r]
+    if runs:
+        lines += ["| policy | reward SFT → RL | paired Δ [95% CI] | win-rate | KL to SFT | distinct-2 SFT → RL "
+                  "| length SFT → RL | s / iteration |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for name, r in runs:
+            m = r["metrics"]
+            lines.append(
+                f"| `{name}` | {m['reward_sft_mean']:.3f} → {m['reward_rl_mean']:.3f} | {m['reward_delta_mean']:+.3f} "
+                f"{ci(m['reward_delta_ci95'])} | {m['win_rate']:.1%} | {m['kl_to_sft']:.2f} "
+                f"| {m['distinct2_sft']:.3f} → {m['distinct2_rl']:.3f} | {m['length_sft']:.0f} → {m['length_rl']:.0f} "
+                f"| {m['sec_per_iter']:.1f} |")
+        lines.append("")
+    if rms or runs:
+        src = (rms or runs)[0][1]
+        parts = [f"Profile `{profile}`", f"model `{src['model_source']}`", f"data `{src['data_source']}`",
+                 src["hardware"]]
+        if rms:
+            parts.append(f"{rms[0][1]['metrics']['n_pairs']} validation pairs")
+        if runs:
+            parts.append(f"{runs[0][1]['metrics']['n_eval_prompts']} held-out prompts")
+        lines.append(", ".join(parts) + ".")
+    return "\n".join(lines)
+
+
+def update_readme(profile: str) -> None:
+    readme = ROOT / "README.md"
+    text = readme.read_text()
+    if START not in text or END not in text:
+        raise SystemExit(f"README.md lacks the {START} / {END} markers")
+    head, rest = text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    readme.write_text(f"{head}{START}\n{table(profile)}\n{END}{tail}")
+
+
+if __name__ == "__main__":
+    update_readme(sys.argv[1] if len(sys.argv) > 1 else "cpu")
+    print("README.md results table updated")

@@ -1,0 +1,52 @@
+"""The PDF report builds from the smoke records that `make test` writes (nbval step) and shows
+their numbers. Run after the notebooks: `make test` calls it last."""
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PROFILE = os.environ.get("ALIGNLIB_PROFILE", "smoke")
+sys.path.insert(0, str(ROOT / "report"))
+
+import build  # noqa: E402
+
+
+def fmt(x, d=3):
+    return f"{x:.{d}f}"
+
+
+@pytest.fixture(scope="module")
+def pdf_text(tmp_path_factory):
+    from pypdf import PdfReader
+
+    problems = build.missing_records(PROFILE)
+    assert not problems, "run the notebooks at the smoke profile first (make test does):\n" + "\n".join(problems)
+    out = build.build(PROFILE, tmp_path_factory.mktemp("report") / "report.pdf")
+    reader = PdfReader(out)
+    assert len(reader.pages) >= 3
+    return " ".join(page.extract_text() for page in reader.pages).replace("\n", " ")
+
+
+def record(name):
+    return json.loads((ROOT / "results" / PROFILE / f"{name}.json").read_text())
+
+
+def test_report_shows_the_numbers_of_its_records(pdf_text):
+    data, rm, ema = record("data"), record("rm_scalar"), record("reinforce_ema")
+    assert f"{data['metrics']['n_train']} training pairs" in pdf_text
+    assert fmt(rm["metrics"]["val_accuracy"]) in pdf_text
+    lo, hi = rm["metrics"]["val_accuracy_ci95"]
+    assert f"[{fmt(lo)}, {fmt(hi)}]" in pdf_text
+    assert fmt(ema["metrics"]["distinct2_rl"]) in pdf_text
+    assert f"Profile {PROFILE}" in pdf_text
+
+
+def test_missing_record_names_the_notebook(tmp_path, monkeypatch):
+    monkeypatch.setattr(build, "ROOT", tmp_path)
+    (tmp_path / "results" / PROFILE).mkdir(parents=True)
+    with pytest.raises(SystemExit, match="run notebooks/02_scalar_reward_model.ipynb"):
+        build.build(PROFILE, tmp_path / "x.pdf")
