@@ -14,6 +14,7 @@ Every loaded model carries ``model.alignlib_source`` so run records can state it
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import shutil
@@ -158,12 +159,13 @@ def load_reward_backbone(num_labels: int, seed: int | None = None):
     verbosity = logging.get_verbosity()
     logging.set_verbosity_error()  # the "score.weight newly initialized" report is expected
     try:
-        if seed is not None:  # the start of a training run: seed the head (and what follows)
-            torch.manual_seed(seed)
+        # the start of a training run seeds the head (and what follows); loading a saved head
+        # leaves the caller's random state alone
+        rng = contextlib.nullcontext() if seed is not None else torch.random.fork_rng(devices=[])
+        with rng:
+            if seed is not None:
+                torch.manual_seed(seed)
             model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=num_labels, dtype=torch.float32)
-        else:  # loading a saved head: leave the caller's random state alone
-            with torch.random.fork_rng(devices=[]):
-                model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=num_labels, dtype=torch.float32)
     finally:
         logging.set_verbosity(verbosity)
     model.config.pad_token_id = model.config.eos_token_id

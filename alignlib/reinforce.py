@@ -162,14 +162,15 @@ def train_reinforce(policy, tokenizer, reward_fn, prompts: list, cfg, ref_policy
         logp_nucleus = rollout.token_logprobs(logits, targets, cfg.top_p)
         seq_logp = rollout.masked_sum(logp_nucleus, mask)
         with torch.no_grad():
-            logp_full = rollout.token_logprobs(logits.detach(), targets)
             entropy = rollout.masked_mean(rollout.entropy_from_logits(logits.detach()), mask)
 
         # 4. KL to the SFT model (penalty when beta > 0; otherwise only measured now and then)
         kl = None
         if ref_policy is not None and (cfg.kl_beta > 0 or it % cfg.kl_log_every == 0 or it == cfg.iterations - 1):
-            with torch.no_grad(), autocast(amp, device):
-                ref_logp = rollout.token_logprobs(rollout.rollout_logits(ref_policy, roll), targets)
+            with torch.no_grad():
+                logp_full = rollout.token_logprobs(logits.detach(), targets)
+                with autocast(amp, device):
+                    ref_logp = rollout.token_logprobs(rollout.rollout_logits(ref_policy, roll), targets)
             shaped, kl = kl_penalized_rewards(rewards.to(device), logp_full, ref_logp, mask, cfg.kl_beta)
             shaped = shaped.cpu()
         else:

@@ -71,11 +71,10 @@ def readme_section() -> str:
 
 
 def update_readme() -> None:
+    from readme_table import replace_between
+
     readme = ROOT / "README.md"
-    text = readme.read_text()
-    head, rest = text.split(START, 1)
-    _, tail = rest.split(END, 1)
-    readme.write_text(f"{head}{START}\n{readme_section()}\n{END}{tail}")
+    readme.write_text(replace_between(readme.read_text(), START, END, readme_section()))
 
 
 if __name__ == "__main__":
