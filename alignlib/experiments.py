@@ -105,6 +105,9 @@ def reward_model_experiment(name: str, profile, cfg, tokenizer, prefs, publish: 
     tokens = sum(history["tokens"])
     metrics.update({"train_pairs": len(prefs.train), "train_tokens_per_s": tokens / train_time.seconds,
                     "train_wall_time_s": train_time.seconds, "peak_memory_train_mb": mem.peak_mb})
+    if cfg.num_labels > 1:  # how the distributional head uses its scores, for notebook 04 and the report
+        dist = evaluate.distribution_report(val["logits_chosen"], val["logits_rejected"])
+        metrics.update({f"dist_{k}": v for k, v in dist.items()})
     ckpt = results.checkpoints_dir(profile.name) / name
     reward.save_reward_model(model, ckpt, max_length)
     adapter = ckpt

@@ -123,6 +123,20 @@ def reinforce_curves(histories: dict, window: int = 10, path=None):
     return _save(fig, path)
 
 
+def advantage_variance(histories: dict, window: int = 10, path=None):
+    """Variance of the advantages within each iteration's batch, one line per run."""
+    fig, ax = plt.subplots(figsize=(6, 3.4))
+    for i, (label, h) in enumerate(histories.items()):
+        it = np.asarray(h["iteration"])
+        ax.plot(it, h["advantage/var"], color=f"C{i}", alpha=0.25, lw=0.8)
+        ax.plot(it, smooth(h["advantage/var"], window), color=f"C{i}", lw=2,
+                label=f"{label} (mean {np.mean(h['advantage/var']):.3f})")
+    ax.set(xlabel="iteration", ylabel="Var[advantage] in the batch", title="Noise in the policy-gradient weights")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
 def paired_rewards(r_sft, r_rl, path=None, title="Same prompt: SFT vs RL reward"):
     fig, ax = plt.subplots(figsize=(4.6, 4.2))
     ax.scatter(r_sft, r_rl, s=10, alpha=0.6, color="#1d3557")
