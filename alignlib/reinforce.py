@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from . import rollout
+from . import results, rollout
 from .reward import autocast
 
 # ------------------------------------------------------------------ pure tensor functions
@@ -114,7 +114,7 @@ def train_reinforce(policy, tokenizer, reward_fn, prompts: list, cfg, ref_policy
     if cfg.kl_beta > 0 and ref_policy is None:
         raise ValueError("kl_beta > 0 needs the frozen SFT model as ref_policy")
     device, amp = next(policy.parameters()).device, cfg.amp
-    torch.manual_seed(cfg.seed)
+    results.seed_everything(cfg.seed)
     opt = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, weight_decay=0.0)
     stream = prompt_stream(prompts, cfg.prompts_per_iter, cfg.seed)
     k = cfg.samples_per_prompt

@@ -6,14 +6,28 @@ import json
 import math
 import os
 import platform
+import random
 import resource
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 REQUIRED = ("profile", "model_source", "data_source", "seed", "wall_time_s", "peak_memory_mb", "config", "metrics")
+
+
+def seed_everything(seed: int) -> None:
+    """The one seed setting of a run: Python's, NumPy's and torch's global generators.
+
+    alignlib's own randomness uses explicit generators derived from the same seed (batch order,
+    prompt order, per-iteration sampling seeds), so this guards what libraries draw globally
+    (LoRA initialisation, dropout). The seed is stored in every run record.
+    """
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
 
 
 def results_dir(profile: str) -> Path:

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from . import results
 from .data import EncodedPair, encode_pair, encode_prompt_response, left_pad, length_bucketed_batches
 from .evaluate import bootstrap_ci
 from .losses import bradley_terry_loss, expected_score, expected_score_loss, prob_beats_loss
@@ -189,7 +190,7 @@ def train_reward_model(model, tokenizer, pairs, cfg, max_length: int, progress: 
     from . import checkpoint
 
     device = next(model.parameters()).device
-    torch.manual_seed(cfg.seed)
+    results.seed_everything(cfg.seed)
     encoded = [encode_pair(tokenizer, p, max_length) for p in pairs]
     lengths = [len(e.prompt) + len(e.chosen) + len(e.rejected) for e in encoded]
     params = [p for p in model.parameters() if p.requires_grad]
