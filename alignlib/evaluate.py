@@ -87,6 +87,65 @@ def generate_for_eval(policy, tokenizer, prompts, cfg, seed: int = 1234) -> dict
     return {"texts": texts, "tokens": tokens, "ended": ended}
 
 
+def paired_reward_comparison(rewards_sft, rewards_rl, seed: int = 0) -> dict:
+    """Mean rewards, the paired difference and the win-rate of RL over SFT, each with a 95% interval.
+
+    Args:
+        rewards_sft, rewards_rl: (n,) rewards of each policy's reply to prompt i.
+    Returns:
+        n_eval_prompts, reward_sft_mean, reward_rl_mean, reward_delta_mean, reward_delta_ci95,
+        win_rate (ties count half), win_rate_ci95 and reward_delta_sd_units: the mean difference
+        in standard deviations of the SFT rewards, comparable across judges on different scales
+        (None when the SFT rewards are all equal).
+    """
+    r0, r1 = np.asarray(rewards_sft, float), np.asarray(rewards_rl, float)
+    if r0.shape != r1.shape or r0.ndim != 1:
+        raise ValueError(f"paired rewards need two (n,) arrays, got {r0.shape} and {r1.shape}")
+    diff = r1 - r0
+    wins = (diff > 0) + 0.5 * (diff == 0)
+    sd = r0.std()
+    return {
+        "n_eval_prompts": int(r0.size),
+        "reward_sft_mean": float(r0.mean()), "reward_rl_mean": float(r1.mean()),
+        "reward_delta_mean": float(diff.mean()), "reward_delta_ci95": bootstrap_ci(diff, seed=seed),
+        "reward_delta_sd_units": float(diff.mean() / sd) if sd > 0 else None,
+        "win_rate": float(wins.mean()), "win_rate_ci95": bootstrap_ci(wins, seed=seed),
+    }
+
+
+def cross_judge(runs: dict, judges: dict, prompts: list) -> dict:
+    """Score every run's held-out SFT and RL replies with every judge.
+
+    A policy trained against one reward model can learn that model's quirks; a judge it was
+    not trained on tells whether the gain carries over.
+
+    Args:
+        runs: run name -> REINFORCE run record; its "samples" hold, per evaluation prompt, the
+            SFT reply "sft" and the trained policy's reply "rl".
+        judges: judge name -> scorer (prompts, texts) -> (n,) rewards.
+        prompts: the evaluation conversations (chat-message lists) the samples answer, in order.
+    Returns:
+        {run: {judge: paired_reward_comparison(...)}}. Identical SFT reply sets are scored once.
+    Raises:
+        ValueError: if a run's samples do not answer `prompts` (other prompts, other order).
+    """
+    expected = [p[-1]["content"] for p in prompts]
+    cache, out = {}, {}
+    for run, record in runs.items():
+        samples = record["samples"]
+        if [s["prompt"] for s in samples] != expected:
+            raise ValueError(f"run {run!r} was evaluated on other prompts than the ones given "
+                             "(re-run its notebook, or rebuild the evaluation prompts with the same profile)")
+        sft, rl = [s["sft"] for s in samples], [s["rl"] for s in samples]
+        out[run] = {}
+        for judge, scorer in judges.items():
+            key = (judge, tuple(sft))
+            if key not in cache:
+                cache[key] = np.asarray(scorer(prompts, sft), float)
+            out[run][judge] = paired_reward_comparison(cache[key], np.asarray(scorer(prompts, rl), float))
+    return out
+
+
 def compare_policies(rewards_sft, rewards_rl, gen_sft: dict, gen_rl: dict, seed: int = 0) -> dict:
     """Paired comparison of two policies' replies to the same prompts.
 
@@ -98,14 +157,8 @@ def compare_policies(rewards_sft, rewards_rl, gen_sft: dict, gen_rl: dict, seed:
         over SFT (ties count half) with its interval, reply length, distinct-2, repetition rate
         and the share of replies that closed their turn.
     """
-    r0, r1 = np.asarray(rewards_sft, float), np.asarray(rewards_rl, float)
-    diff = r1 - r0
-    wins = (diff > 0) + 0.5 * (diff == 0)
     return {
-        "n_eval_prompts": int(r0.size),
-        "reward_sft_mean": float(r0.mean()), "reward_rl_mean": float(r1.mean()),
-        "reward_delta_mean": float(diff.mean()), "reward_delta_ci95": bootstrap_ci(diff, seed=seed),
-        "win_rate": float(wins.mean()), "win_rate_ci95": bootstrap_ci(wins, seed=seed),
+        **paired_reward_comparison(rewards_sft, rewards_rl, seed),
         "length_sft": float(np.mean([len(t) for t in gen_sft["tokens"]])),
         "length_rl": float(np.mean([len(t) for t in gen_rl["tokens"]])),
         "distinct2_sft": distinct_n(gen_sft["tokens"], 2), "distinct2_rl": distinct_n(gen_rl["tokens"], 2),

@@ -30,6 +30,13 @@ def unique_prompts(pairs: list[PreferencePair], tokenizer, max_prompt_tokens: in
     return out, skipped
 
 
+def evaluation_prompts(validation: list[PreferencePair], tokenizer, cfg) -> list:
+    """The held-out prompts every policy is judged on: "Why is the sky blue?" and then the first
+    distinct validation prompts that fit the prompt budget, `cfg.eval_prompts` in all."""
+    val_prompts, _ = unique_prompts(validation, tokenizer, cfg.max_prompt_tokens)
+    return [[{"role": "user", "content": "Why is the sky blue?"}]] + val_prompts[: cfg.eval_prompts - 1]
+
+
 def rm_adapter_dir(profile: str, name: str = "rm_scalar") -> Path:
     """The reward model of this profile if notebook 02/04 trained one here, else the published cpu one."""
     local = results.checkpoints_dir(profile) / name
@@ -124,3 +131,17 @@ def reward_model_experiment(name: str, profile, cfg, tokenizer, prefs, publish: 
         curve=history, adapter=str(adapter.relative_to(results.ROOT)),
     )
     return results.read_record(name, profile.name), model, val
+
+
+def judged_examples(prompt: list, replies: dict, judges: dict) -> list[dict]:
+    """Replies of several policies to one prompt, each scored by every judge (rows for a table).
+
+    Args:
+        prompt: one chat-message list.
+        replies: policy label -> reply text.
+        judges: judge name -> scorer (prompts, texts) -> (n,) rewards.
+    """
+    labels, texts = list(replies), list(replies.values())
+    scores = {judge: np.asarray(scorer([prompt] * len(texts), texts), float) for judge, scorer in judges.items()}
+    return [{"policy": label, "reply": text, **{judge: float(s[i]) for judge, s in scores.items()}}
+            for i, (label, text) in enumerate(zip(labels, texts))]

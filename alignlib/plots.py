@@ -162,3 +162,50 @@ def score_distributions(logits_chosen, logits_rejected, n_pairs: int = 4, path=N
     np.atleast_1d(axes)[0].legend(fontsize=8)
     fig.tight_layout()
     return _save(fig, path)
+
+
+def reward_curves_grouped(groups: dict, window: int = 10, path=None):
+    """Training reward per iteration of several runs, one panel per reward model (their scales differ).
+
+    Args:
+        groups: panel title -> {run label -> REINFORCE history}.
+    """
+    fig, axes = plt.subplots(1, len(groups), figsize=(6.2 * len(groups), 3.4), squeeze=False)
+    color = 0
+    for ax, (title, histories) in zip(axes[0], groups.items()):
+        for label, h in histories.items():
+            it = np.asarray(h["iteration"])
+            ax.plot(it, h["reward/mean"], color=f"C{color}", alpha=0.2, lw=0.8)
+            ax.plot(it, smooth(h["reward/mean"], window), color=f"C{color}", lw=2, label=label)
+            color += 1
+        ax.set(xlabel="iteration", ylabel="mean training reward of the batch", title=title)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def cross_judge_winrates(cross: dict, labels: dict | None = None, path=None):
+    """Win-rate over SFT of every run under every judge, with 95% intervals.
+
+    Args:
+        cross: `evaluate.cross_judge` output, {run: {judge: comparison}}.
+        labels: optional run name -> display label.
+    """
+    runs = list(cross)
+    judges = list(next(iter(cross.values())))
+    fig, ax = plt.subplots(figsize=(7.5, 0.32 * len(runs) * len(judges) + 1.2))
+    height = 0.8 / len(judges)
+    for j, judge in enumerate(judges):
+        y = np.arange(len(runs)) + (j - (len(judges) - 1) / 2) * height
+        w = np.array([cross[r][judge]["win_rate"] for r in runs])
+        ci = np.array([cross[r][judge]["win_rate_ci95"] for r in runs])
+        ax.barh(y, w, height=height * 0.9, color=f"C{j}", label=f"judged by {judge}",
+                xerr=np.abs(ci.T - w), error_kw={"lw": 1, "capsize": 2})
+    ax.axvline(0.5, color="k", ls="--", lw=1)
+    ax.set_yticks(np.arange(len(runs)), [(labels or {}).get(r, r) for r in runs])
+    ax.invert_yaxis()
+    ax.set(xlim=(0, 1), xlabel="win-rate of the trained policy over SFT (ties count half)",
+           title="Each policy judged by both reward models")
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    return _save(fig, path)

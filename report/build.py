@@ -23,6 +23,11 @@ NEEDED = {
     "reinforce_ema": "notebooks/03_reinforce.ipynb",
     "reinforce_rloo": "notebooks/03_reinforce.ipynb",
     "reinforce_ema_kl": "notebooks/03_reinforce.ipynb",
+    "rm_prob": "notebooks/04_probabilistic_reward_model.ipynb",
+    "rm_prob_beats": "notebooks/04_probabilistic_reward_model.ipynb",
+    "reinforce_prob_expected": "notebooks/04_probabilistic_reward_model.ipynb",
+    "reinforce_prob_sampled": "notebooks/04_probabilistic_reward_model.ipynb",
+    "comparison": "notebooks/05_comparison.ipynb",
 }
 
 
@@ -36,6 +41,8 @@ def missing_records(profile: str) -> list[str]:
         record = json.loads(path.read_text())
         if record.get("profile") != profile:
             problems.append(f"{path} says profile {record.get('profile')!r}, expected {profile!r}")
+    if not (ROOT / "results" / "bench.json").exists():
+        problems.append("results/bench.json is missing: run `make bench`")
     return problems
 
 

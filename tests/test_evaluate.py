@@ -53,3 +53,45 @@ def test_distribution_report_by_hand():
     assert out["var_mean"] == pytest.approx(0.0, abs=1e-6)
     assert out["classes_used_as_argmax"] == 3 and out["top_class_share"] == pytest.approx(0.5)
     assert out["var_when_right"] == pytest.approx(0.0, abs=1e-6) and out["var_when_wrong"] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_paired_reward_comparison_by_hand():
+    out = evaluate.paired_reward_comparison([1.0, 2.0, 3.0, 2.0], [2.0, 2.0, 1.0, 4.0])
+    # differences +1, 0, -2, +2: mean 0.25; wins 1, 0.5 (tie), 0, 1 -> 0.625
+    assert out["reward_delta_mean"] == pytest.approx(0.25)
+    assert out["win_rate"] == pytest.approx(0.625)
+    # SFT rewards 1, 2, 3, 2: population std sqrt(0.5)
+    assert out["reward_delta_sd_units"] == pytest.approx(0.25 / np.sqrt(0.5))
+    assert out["reward_sft_mean"] == pytest.approx(2.0) and out["reward_rl_mean"] == pytest.approx(2.25)
+    lo, hi = out["reward_delta_ci95"]
+    assert lo < 0.25 < hi
+    assert evaluate.paired_reward_comparison([1.0, 1.0], [1.0, 2.0])["reward_delta_sd_units"] is None
+    with pytest.raises(ValueError, match="paired rewards"):
+        evaluate.paired_reward_comparison([1.0, 2.0], [1.0])
+
+
+def test_cross_judge_scores_every_run_with_every_judge():
+    prompts = [[{"role": "user", "content": "a"}], [{"role": "user", "content": "b"}]]
+    sft = ["xx", "yyyy"]
+    runs = {"long": {"samples": [{"prompt": "a", "sft": sft[0], "rl": "xxxx"}, {"prompt": "b", "sft": sft[1], "rl": "yyyyyy"}]},
+            "short": {"samples": [{"prompt": "a", "sft": sft[0], "rl": "x"}, {"prompt": "b", "sft": sft[1], "rl": "y"}]}}
+    calls = []
+
+    def length_judge(ps, texts):
+        calls.append(tuple(texts))
+        return np.array([float(len(t)) for t in texts])
+
+    out = evaluate.cross_judge(runs, {"length": length_judge, "brevity": lambda ps, t: -length_judge(ps, t)}, prompts)
+    assert out["long"]["length"]["reward_delta_mean"] == pytest.approx(2.0)  # +2, +2
+    assert out["long"]["brevity"]["win_rate"] == pytest.approx(0.0)
+    assert out["short"]["length"]["reward_delta_mean"] == pytest.approx((-1 - 3) / 2)
+    assert out["short"]["brevity"]["win_rate"] == pytest.approx(1.0)
+    # the shared SFT replies are scored once per judge: 2 judges x (1 SFT + 2 runs) = 6 calls
+    assert len(calls) == 6 and calls.count(tuple(sft)) == 2
+
+
+def test_cross_judge_refuses_samples_of_other_prompts():
+    prompts = [[{"role": "user", "content": "a"}]]
+    runs = {"r": {"samples": [{"prompt": "not a", "sft": "x", "rl": "y"}]}}
+    with pytest.raises(ValueError, match="other prompts"):
+        evaluate.cross_judge(runs, {"j": lambda ps, t: np.zeros(len(t))}, prompts)

@@ -45,6 +45,22 @@ def test_report_shows_the_numbers_of_its_records(pdf_text):
     assert f"Profile {PROFILE}" in pdf_text
 
 
+def test_report_shows_level_2_and_the_cross_judging(pdf_text):
+    rm_prob, sampled, comp = record("rm_prob"), record("reinforce_prob_sampled"), record("comparison")
+    lo, hi = rm_prob["metrics"]["val_accuracy_ci95"]
+    assert f"{fmt(rm_prob['metrics']['val_accuracy'])} [{fmt(lo)}, {fmt(hi)}]" in pdf_text
+    assert fmt(sampled["metrics"]["advantage_var"]) in pdf_text
+    win = comp["metrics"]["reinforce_prob_expected/scalar/win_rate"]
+    assert f"{100 * win:.1f}%" in pdf_text
+    assert comp["examples"][0]["prompt"] in pdf_text
+
+
+def test_missing_bench_record_is_named(tmp_path, monkeypatch):
+    monkeypatch.setattr(build, "ROOT", tmp_path)
+    (tmp_path / "results" / PROFILE).mkdir(parents=True)
+    assert any("make bench" in p for p in build.missing_records(PROFILE))
+
+
 def test_missing_record_names_the_notebook(tmp_path, monkeypatch):
     monkeypatch.setattr(build, "ROOT", tmp_path)
     (tmp_path / "results" / PROFILE).mkdir(parents=True)
