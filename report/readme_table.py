@@ -52,6 +52,18 @@ def table(profile: str) -> str:
                 f"| {m['distinct2_sft']:.3f} → {m['distinct2_rl']:.3f} | {m['length_sft']:.0f} → {m['length_rl']:.0f} "
                 f"| {m['sec_per_iter']:.1f} |")
         lines.append("")
+    comp = load(profile, "comparison")
+    if comp:
+        lines += ["| policy | trained on | win-rate, own judge | win-rate, other judge | Δ other judge [95% CI] |",
+                  "|---|---|---|---|---|"]
+        for name, label in comp["config"]["policies"].items():
+            own = comp["config"]["trained_on"][name]
+            other = "prob" if own == "scalar" else "scalar"
+            m = lambda judge, key: comp["metrics"][f"{name}/{judge}/{key}"]
+            lines.append(f"| {label} | {own} RM | {m(own, 'win_rate'):.1%} | {m(other, 'win_rate'):.1%} "
+                         f"| {m(other, 'reward_delta_mean'):+.3f} {ci(m(other, 'reward_delta_ci95'))} |")
+        lines += ["", "Cross-judging (notebook 05): each policy's held-out replies scored by the reward model it "
+                  "was not trained on (scalar RM ↔ E[p] of the probabilistic RM).", ""]
     if rms or runs:
         src = (rms or runs)[0][1]
         parts = [f"Profile `{profile}`", f"model `{src['model_source']}`", f"data `{src['data_source']}`",

@@ -23,7 +23,8 @@ START, END = "<!-- timings:start -->", "<!-- timings:end -->"
 NOTEBOOK_RECORDS = {"01_data": ["data"], "02_scalar_reward_model": ["rm_scalar"],
                     "03_reinforce": ["reinforce_ema", "reinforce_rloo", "reinforce_ema_kl"],
                     "04_probabilistic_reward_model": ["rm_prob", "rm_prob_beats", "reinforce_prob_expected",
-                                                      "reinforce_prob_sampled"]}
+                                                      "reinforce_prob_sampled"],
+                    "05_comparison": ["comparison"]}
 
 
 def measure_test() -> dict:

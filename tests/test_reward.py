@@ -181,3 +181,23 @@ def test_non_finite_loss_stops_training_and_names_the_step(tiny_rm, tokenizer, m
     monkeypatch.setattr(reward, "pair_loss", lambda cfg, c, r: (c - r).mean() * float("nan"))
     with pytest.raises(FloatingPointError, match="non-finite RM loss .* at step 0"):
         reward.train_reward_model(tiny_rm(), tokenizer, toy_pairs(), cfg, max_length=128, progress=False)
+
+
+@pytest.mark.parametrize("loss", ["expected_score", "prob_beats"])
+def test_probabilistic_rm_training_is_reproducible(tiny_rm, tokenizer, loss):
+    cfg = config.with_overrides(config.get_profile("smoke").rm_prob, loss=loss, lr=5e-3, batch_size=4,
+                                max_steps=None, epochs=2, lora_dropout=0.3)
+    h1, h2 = (reward.train_reward_model(tiny_rm(num_labels=10, seed=1, lora_dropout=0.3), tokenizer, toy_pairs(),
+                                        cfg, max_length=128, progress=False) for _ in range(2))
+    assert h1["loss"] == h2["loss"] and len(h1["loss"]) == 6
+    assert all(np.isfinite(h1["loss"]))
+
+
+def test_a_different_seed_gives_a_different_run(tiny_rm, tokenizer):
+    cfg = config.with_overrides(config.get_profile("smoke").rm_scalar, lr=5e-3, batch_size=4, max_steps=None,
+                                lora_dropout=0.3)
+    same = reward.train_reward_model(tiny_rm(seed=1, lora_dropout=0.3), tokenizer, toy_pairs(), cfg, 128,
+                                     progress=False)
+    other = reward.train_reward_model(tiny_rm(seed=1, lora_dropout=0.3), tokenizer, toy_pairs(),
+                                      config.with_overrides(cfg, seed=7), 128, progress=False)
+    assert same["loss"] != other["loss"]  # another batch order and other dropout masks
