@@ -68,6 +68,21 @@ def training_curve(history, window: int = 20, path=None, title="Reward-model tra
     return _save(fig, path)
 
 
+def training_curves(histories: dict, window: int = 20, path=None, title="Reward-model training"):
+    """Moving averages of the training loss and accuracy of several runs (label -> history)."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
+    for i, (label, h) in enumerate(histories.items()):
+        for ax, key in ((axes[0], "loss"), (axes[1], "accuracy")):
+            ax.plot(h["step"], smooth(h[key], window), color=f"C{i}", lw=2, label=label)
+    for ax, key, ref in ((axes[0], "loss", np.log(2)), (axes[1], "accuracy", 0.5)):
+        ax.axhline(ref, color="k", ls="--", lw=1, label="chance")
+        ax.set(xlabel="optimizer step", ylabel=f"training {key} (mean of {window})")
+        ax.legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
 def reward_histograms(r_chosen, r_rejected, path=None, title="Validation rewards"):
     fig, ax = plt.subplots(figsize=(5.5, 3.4))
     lo, hi = np.percentile(np.concatenate([r_chosen, r_rejected]), [0.5, 99.5])
