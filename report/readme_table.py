@@ -27,7 +27,7 @@ def ci(x, d=3):
 
 def table(profile: str) -> str:
     lines = []
-    rms = [(n, load(profile, n)) for n in ("rm_scalar", "rm_prob", "rm_prob_beats")]
+    rms = [(n, load(profile, n)) for n in ("rm_scalar", "rm_scalar_original_lr", "rm_prob", "rm_prob_beats")]
     rms = [(n, r) for n, r in rms if r]
     if rms:
         lines += ["| reward model | val. accuracy [95% CI] | val. loss | training pairs | tokens/s |",
