@@ -121,15 +121,17 @@ class Timer:
         return time.perf_counter() - self.t0
 
 
-def matmul_gflops(dtype=torch.float32, n: int = 2048, repeats: int = 10) -> float:
-    """This machine's measured rate of a large (n x n) @ (n x n) matrix product, GFLOP/s."""
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+def matmul_gflops(dtype=torch.float32, n: int = 2048, repeats: int = 10, shape: tuple[int, int, int] | None = None) -> float:
+    """This machine's measured rate of a matrix product, GFLOP/s: (n x n) @ (n x n) by default,
+    or (m x k) @ (k x p) for `shape=(m, k, p)`."""
+    m, k, p = shape or (n, n, n)
+    a, b = torch.randn(m, k, dtype=dtype), torch.randn(k, p, dtype=dtype)
     for _ in range(2):
         a @ b
     start = time.perf_counter()
     for _ in range(repeats):
         a @ b
-    return 2 * n**3 * repeats / (time.perf_counter() - start) / 1e9
+    return 2 * m * k * p * repeats / (time.perf_counter() - start) / 1e9
 
 
 def _rss_mb() -> float:
