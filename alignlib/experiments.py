@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import data, evaluate, models, reinforce, results
+from . import evaluate, models, reinforce, results
 from .data import PreferencePair
 from .rollout import encode_prompts
 
@@ -113,9 +113,7 @@ def reward_model_experiment(name: str, profile, cfg, tokenizer, prefs, publish: 
     tokens = sum(history["tokens"])
     metrics.update({"train_pairs": len(prefs.train), "train_tokens_per_s": tokens / train_time.seconds,
                     "train_wall_time_s": train_time.seconds, "peak_memory_train_mb": mem.peak_mb})
-    encoded = [data.encode_pair(tokenizer, p, max_length) for p in prefs.validation]
-    metrics.update(evaluate.length_analysis([len(e.chosen) for e in encoded], [len(e.rejected) for e in encoded],
-                                            val["chosen"], val["rejected"]))
+    metrics.update(evaluate.length_analysis(val["len_chosen"], val["len_rejected"], val["chosen"], val["rejected"]))
     if cfg.num_labels > 1:  # how the distributional head uses its scores, for notebook 04 and the report
         dist = evaluate.distribution_report(val["logits_chosen"], val["logits_rejected"])
         metrics.update({f"dist_{k}": v for k, v in dist.items()})

@@ -278,7 +278,8 @@ def pair_rewards(model, tokenizer, pairs, max_length: int, batch_size: int = 16,
     """Rewards of every pair's chosen and rejected reply (packed, length-sorted batches).
 
     Returns a dict of numpy arrays: "chosen", "rejected" (n,) rewards, "logits_chosen",
-    "logits_rejected" (n, num_labels), "truncated" (n,) bool.
+    "logits_rejected" (n, num_labels), "truncated" (n,) bool, "len_chosen", "len_rejected" (n,)
+    reply lengths in tokens (after truncation).
     """
     encoded = [encode_pair(tokenizer, p, max_length) for p in pairs]
     lengths = [len(e.prompt) + len(e.chosen) + len(e.rejected) for e in encoded]
@@ -296,6 +297,8 @@ def pair_rewards(model, tokenizer, pairs, max_length: int, batch_size: int = 16,
         "logits_chosen": logits_c.numpy(),
         "logits_rejected": logits_r.numpy(),
         "truncated": np.array([e.truncated for e in encoded]),
+        "len_chosen": np.array([len(e.chosen) for e in encoded]),
+        "len_rejected": np.array([len(e.rejected) for e in encoded]),
     }
 
 
