@@ -115,7 +115,9 @@ def train_reinforce(policy, tokenizer, reward_fn, prompts: list, cfg, ref_policy
         raise ValueError("kl_beta > 0 needs the frozen SFT model as ref_policy")
     device, amp = next(policy.parameters()).device, cfg.amp
     results.seed_everything(cfg.seed)
-    opt = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, weight_decay=0.0)
+    # fused: one kernel over all 135M parameters instead of a loop of per-tensor ops (several times
+    # faster on CPU; TRL's default optimizer too). Same update up to float rounding.
+    opt = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, weight_decay=0.0, fused=True)
     stream = prompt_stream(prompts, cfg.prompts_per_iter, cfg.seed)
     k = cfg.samples_per_prompt
     baseline, start = None, 0
@@ -159,7 +161,8 @@ def train_reinforce(policy, tokenizer, reward_fn, prompts: list, cfg, ref_policy
         with autocast(amp, device):
             logits = rollout.rollout_logits(policy, roll)
         targets = roll.input_ids[:, -roll.resp_len:].to(device)
-        logp_nucleus = rollout.token_logprobs(logits, targets, cfg.top_p)
+        sampled_from = logits / cfg.temperature if cfg.temperature != 1.0 else logits  # as NucleusWarper
+        logp_nucleus = rollout.token_logprobs(sampled_from, targets, cfg.top_p)
         seq_logp = rollout.masked_sum(logp_nucleus, mask)
         with torch.no_grad():
             entropy = rollout.masked_mean(rollout.entropy_from_logits(logits.detach()), mask)

@@ -3,9 +3,11 @@
 Top-p and the gradient. Replies are sampled from the nucleus (top_p) distribution: the
 policy's softmax restricted to the smallest set of tokens whose probability reaches top_p,
 renormalised. REINFORCE is unbiased only if the log-probability in the gradient is the one
-of the distribution that was sampled, so `response_logprobs` returns the log-probabilities
+of the distribution that was sampled, so `token_logprobs` returns the log-probabilities
 under that renormalised nucleus distribution (log pi(y) - log Z_nucleus), the same rule as
-transformers' `TopPLogitsWarper`. (Scoring top-p samples under the unfiltered softmax, as
+transformers' `TopPLogitsWarper`. The nucleus of a trained model is usually far smaller than
+the vocabulary, so `top_p_mask` sorts only the 512 most likely tokens, and the whole 49k
+vocabulary only for the rare positions whose nucleus is larger. (Scoring top-p samples under the unfiltered softmax, as
 many simple implementations do, biases the gradient towards pushing probability into the
 tail that is never sampled.) The KL penalty and the reported KL to the SFT model use the
 unfiltered softmax of both models, the usual sample estimate of KL(pi || pi_sft).
@@ -37,14 +39,34 @@ def response_mask(tokens: torch.Tensor, eos_id: int) -> torch.Tensor:
     return (eos_before == 0).float()
 
 
-def top_p_mask(logits: torch.Tensor, top_p: float) -> torch.Tensor:
-    """Which tokens the nucleus keeps, exactly as transformers' TopPLogitsWarper.
+def top_p_mask(logits: torch.Tensor, top_p: float, candidates: int = 512) -> torch.Tensor:
+    """Which tokens the nucleus keeps: the same rule as transformers' TopPLogitsWarper.
+
+    A token is kept when the probability of the tokens strictly more likely than it is below
+    top_p (so the most likely token is always kept). The warper finds this by sorting the whole
+    vocabulary; here only the `candidates` most likely tokens are sorted (`topk`), and rows whose
+    nucleus reaches beyond them fall back to the full sort. Both agree up to float rounding at
+    the boundary (the sums run in a different order).
 
     Args:
         logits: (..., vocab).
     Returns:
         (..., vocab) bool, True for the tokens inside the top-p set (at least one token).
     """
+    vocab = logits.shape[-1]
+    flat = logits.reshape(-1, vocab).float()
+    top, idx = flat.softmax(-1).topk(min(candidates, vocab), dim=-1)  # sorted, most likely first
+    mass_before = top.cumsum(-1) - top  # probability of the tokens more likely than each one
+    keep = torch.zeros_like(flat, dtype=torch.bool).scatter_(-1, idx, mass_before < top_p)
+    beyond = top.sum(-1) < top_p  # the candidates do not reach top_p: the nucleus is larger
+    if beyond.any():
+        keep[beyond] = top_p_mask_by_sort(flat[beyond], top_p)
+    return keep.view(logits.shape)
+
+
+def top_p_mask_by_sort(logits: torch.Tensor, top_p: float) -> torch.Tensor:
+    """`top_p_mask` computed as TopPLogitsWarper does it: sort the whole vocabulary ascending,
+    drop the tokens whose cumulative probability is <= 1 - top_p. (..., vocab) -> (..., vocab) bool."""
     sorted_logits, sorted_idx = torch.sort(logits, descending=False, dim=-1)
     cum = sorted_logits.softmax(-1).cumsum(-1)
     remove_sorted = cum <= (1 - top_p)
@@ -125,6 +147,28 @@ def encode_prompts(tokenizer, prompts, max_prompt_tokens: int | None = None) -> 
     return ids
 
 
+class NucleusWarper:
+    """transformers logits processor: temperature, then the top-p set of `top_p_mask`.
+
+    Sampling and the policy gradient (`token_logprobs`) thus use the same nucleus rule and
+    code. It replaces transformers' TopPLogitsWarper, which sorts the whole vocabulary at every
+    generated token.
+    """
+
+    def __init__(self, top_p: float = 1.0, temperature: float = 1.0):
+        if not 0.0 < top_p <= 1.0 or temperature <= 0.0:
+            raise ValueError(f"need 0 < top_p <= 1 and temperature > 0, got top_p={top_p}, temperature={temperature}")
+        self.top_p, self.temperature = top_p, temperature
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        """scores: (batch, vocab) next-token logits -> the same with the tokens outside the nucleus at -inf."""
+        if self.temperature != 1.0:
+            scores = scores / self.temperature
+        if self.top_p >= 1.0:
+            return scores
+        return scores.masked_fill(~top_p_mask(scores, self.top_p), float("-inf"))
+
+
 @torch.no_grad()  # not inference_mode: the sampled ids feed the training forward pass
 def sample(model, tokenizer, prompts, max_new_tokens: int, top_p: float = 1.0, temperature: float = 1.0,
            do_sample: bool = True, seed: int | None = None, max_prompt_tokens: int | None = None,
@@ -137,11 +181,12 @@ def sample(model, tokenizer, prompts, max_new_tokens: int, top_p: float = 1.0, t
     dev = next(model.parameters()).device
     if seed is not None:
         torch.manual_seed(seed)
+    # sampling: temperature and top-p by NucleusWarper (transformers' own warpers switched off)
+    sampling = dict(top_p=1.0, top_k=0, temperature=1.0, logits_processor=[NucleusWarper(top_p, temperature)])
     with autocast(amp, dev):
         out = model.generate(
             input_ids=prompt_ids.to(dev), attention_mask=prompt_mask.to(dev), max_new_tokens=max_new_tokens,
-            do_sample=do_sample, top_p=top_p if do_sample else None, top_k=0 if do_sample else None,
-            temperature=temperature if do_sample else None, pad_token_id=tokenizer.pad_token_id,
+            do_sample=do_sample, **(sampling if do_sample else {}), pad_token_id=tokenizer.pad_token_id,
             eos_token_id=tokenizer.eos_token_id,
         ).cpu()
     reply = out[:, prompt_ids.shape[1]:]

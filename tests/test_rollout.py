@@ -35,6 +35,57 @@ def test_top_p_mask_matches_transformers_warper():
     logits = torch.randn(4, 50) * 3
     warped = TopPLogitsWarper(0.9)(None, logits.clone())
     assert torch.equal(rollout.top_p_mask(logits, 0.9), torch.isfinite(warped))
+    assert torch.equal(rollout.top_p_mask_by_sort(logits, 0.9), torch.isfinite(warped))
+
+
+def test_top_p_mask_candidates_and_fallback_match_the_full_sort():
+    """Flat rows need more than `candidates` tokens (full-sort fallback), peaked rows fewer;
+    a (2, 3, vocab) batch mixes both and keeps its shape."""
+    torch.manual_seed(1)
+    logits = torch.randn(2, 3, 400)
+    logits[0] *= 8  # peaked: a nucleus of a few tokens
+    logits[1] *= 0.5  # flat: hundreds of tokens
+    reference = rollout.top_p_mask_by_sort(logits, 0.9)
+    sizes = reference.sum(-1)
+    assert sizes[0].max() < 20 and sizes[1].min() > 40
+    fast = rollout.top_p_mask(logits, 0.9, candidates=20)
+    assert fast.shape == logits.shape and torch.equal(fast, reference)
+
+
+def test_top_p_mask_differs_from_the_sort_only_among_tied_tokens():
+    """bf16 logits tie often; at the boundary the warper keeps the tied tokens its sort puts
+    first. Any difference must be a token tied with the reference's least likely kept token."""
+    torch.manual_seed(2)
+    logits = (torch.randn(64, 1000) * 4).bfloat16().float()  # many exact ties
+    fast, reference = rollout.top_p_mask(logits, 0.9, candidates=100), rollout.top_p_mask_by_sort(logits, 0.9)
+    boundary = logits.masked_fill(~reference, float("inf")).amin(-1, keepdim=True).expand_as(logits)
+    differ = fast != reference
+    assert differ.any()  # this seed has ties at the boundary (8 tokens)
+    assert torch.equal(logits[differ], boundary[differ])
+
+
+@pytest.mark.parametrize("top_p, temperature", [(0.9, 1.0), (0.8, 0.7)])
+def test_sampling_matches_transformers_warpers(tiny_policy, tokenizer, top_p, temperature):
+    """NucleusWarper samples exactly what transformers' TemperatureLogitsWarper + TopPLogitsWarper
+    sample from the same seed (float32 logits: no ties at the nucleus boundary)."""
+    prompts = [[{"role": "user", "content": "Hi"}], [{"role": "user", "content": "Tell me about the sea"}]]
+    ours = rollout.sample(tiny_policy, tokenizer, prompts, max_new_tokens=12, top_p=top_p,
+                          temperature=temperature, seed=3)
+    ids, mask = rollout.left_pad(rollout.encode_prompts(tokenizer, prompts), tokenizer.pad_token_id)
+    torch.manual_seed(3)
+    theirs = tiny_policy.generate(input_ids=ids, attention_mask=mask, max_new_tokens=12, do_sample=True,
+                                  top_p=top_p, top_k=0, temperature=temperature,
+                                  pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+    assert torch.equal(ours.input_ids, theirs)
+
+
+def test_nucleus_warper_scales_then_filters():
+    scores = torch.tensor([[2.0, 1.0, 0.0]])
+    warped = rollout.NucleusWarper(top_p=0.9, temperature=0.5)(None, scores)
+    # logits / 0.5 = [4, 2, 0] -> p = [0.867, 0.117, 0.016]: the top two reach 0.9
+    assert warped[0, :2].tolist() == [4.0, 2.0] and warped[0, 2].item() == float("-inf")
+    with pytest.raises(ValueError, match="top_p"):
+        rollout.NucleusWarper(top_p=0.0)
 
 
 def test_masked_sum_and_mean():
