@@ -39,7 +39,9 @@ report: setup
 	ALIGNLIB_PROFILE=$$profile $(PY) report/build.py; \
 	if [ "$$profile" = cpu ]; then $(PY) report/readme_table.py cpu && $(PY) report/timings.py readme; fi
 
-# make bench   alignlib vs Hugging Face TRL on identical work (~20 min on 2 CPU cores) -> results/bench.json
+# make bench   alignlib vs Hugging Face TRL on identical work -> results/bench.json, then where the
+#              time goes and what each policy speed-up buys -> results/speed_profile.json (~15 min on 2 CPU cores)
 bench: setup
 	$(PY) -m pip install -q --disable-pip-version-check -r benchmarks/requirements.txt
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench.py
+	HF_HUB_OFFLINE=1 $(PY) benchmarks/speed_profile.py

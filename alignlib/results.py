@@ -8,6 +8,7 @@ import os
 import platform
 import random
 import resource
+import subprocess
 import time
 from pathlib import Path
 
@@ -55,6 +56,22 @@ def hardware() -> str:
     return f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}"
 
 
+def code_version() -> str:
+    """The git commit of this checkout ("+dirty" when alignlib/ or benchmarks/ has uncommitted
+    changes), or "unknown" outside a git checkout: tells which code a record came from."""
+    def git(*args):
+        return subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True, timeout=10)
+
+    try:
+        head = git("rev-parse", "--short=12", "HEAD")
+        if head.returncode != 0:
+            return "unknown"
+        dirty = git("status", "--porcelain", "--", "alignlib", "benchmarks").stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return head.stdout.strip() + ("+dirty" if dirty else "")
+
+
 def _clean(x):
     """JSON-safe copy: tensors and numpy numbers to Python, NaN/inf refused."""
     if isinstance(x, dict):
@@ -81,6 +98,7 @@ def write_record(name: str, profile: str, *, model_source: str, data_source: str
         "peak_memory_mb": round(peak_memory_mb(), 1),
         "hardware": hardware(),
         "created": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "code_version": code_version(),
         "config": config,
         "metrics": metrics,
         **extra,

@@ -706,11 +706,13 @@ def main(argv=None) -> int:
             "TRL's gradient_checkpointing default (True) is turned off in both TRL trainers: alignlib keeps "
             "activations, and recomputing them would be different work.",
             "TRL RewardTrainer: disable_dropout=False so that the LoRA dropout (0.05) is active as in alignlib.",
-            "Optimizers: alignlib uses torch.optim.AdamW (default implementation); TRL its default "
-            "optim='adamw_torch_fused'. Left as each library's default.",
+            "Optimizers: TRL uses its default optim='adamw_torch_fused'; alignlib torch.optim.AdamW, fused for "
+            "the policy (135M parameters), the default implementation for the reward model's LoRA + head.",
             "TRL RLOOTrainer computes log-probabilities under the temperature-scaled full softmax and always runs an "
             "extra no-grad forward for the old log-probabilities; alignlib scores replies under the renormalised "
-            "top-p distribution they were sampled from (a sort over the vocabulary per reply token).",
+            "top-p distribution they were sampled from (rollout.top_p_mask: a top-512 sort per reply token).",
+            "Sampling: TRL through transformers' TopPLogitsWarper (a sort of the whole vocabulary per generated "
+            "token); alignlib through rollout.NucleusWarper (same rule, top-512 candidates).",
             "Reward scoring: alignlib left-pads and scores in batches of 16; TRL right-pads all replies of an "
             "iteration in one batch. Both use the same merged reward model and precision.",
             "Reply lengths are sampled, so generated tokens per iteration differ a little between runs; "
@@ -722,6 +724,7 @@ def main(argv=None) -> int:
         "model": {"path": path, "source": source},
         "data_source": prefs.source,
         "created": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "code_version": results.code_version(),
         "wall_time_s": clock.elapsed,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

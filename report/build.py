@@ -41,8 +41,9 @@ def missing_records(profile: str) -> list[str]:
         record = json.loads(path.read_text())
         if record.get("profile") != profile:
             problems.append(f"{path} says profile {record.get('profile')!r}, expected {profile!r}")
-    if not (ROOT / "results" / "bench.json").exists():
-        problems.append("results/bench.json is missing: run `make bench`")
+    for name in ("bench.json", "speed_profile.json"):
+        if not (ROOT / "results" / name).exists():
+            problems.append(f"results/{name} is missing: run `make bench`")
     return problems
 
 

@@ -82,6 +82,8 @@ def bench_table() -> str:
     if not path.exists():
         return "No benchmark record yet: run `make bench`."
     b = json.loads(path.read_text())
+    prof = ROOT / "results" / "speed_profile.json"
+    minutes = b["wall_time_s"] / 60 + (json.loads(prof.read_text())["wall_time_s"] / 60 if prof.exists() else 0)
     return "\n".join([
         "| alignlib / TRL (median of repeats, same work) | ratio |", "|---|---|",
         f"| reward-model training, pairs per second | {b['rm_pairs_per_s_ratio_vs_trl']:.2f}x |",
@@ -93,9 +95,35 @@ def bench_table() -> str:
         "",
         f"Reward-model training reaches {b['rm_matmul_fraction']:.1%} of this machine's measured bf16 matmul rate in "
         f"model FLOPs (TRL: {b['rm_matmul_fraction_trl']:.1%}). Precision: {b['precision'].split(':')[0]}. "
-        f"Measured {b['created'][:10]} in {b['wall_time_s'] / 60:.0f} min; every raw figure, its spread over repeats "
-        "and the exact settings of both libraries are in `results/bench.json`.",
+        f"Measured {b['created'][:10]}; `make bench` took {minutes:.0f} min here (`bench.py` "
+        f"{b['wall_time_s'] / 60:.0f} min). Every raw figure, its spread over repeats and the exact settings of both "
+        "libraries are in `results/bench.json`.",
     ])
+
+
+def profile_tables() -> str:
+    """Where an RM step spends its time, and each policy speed-up, from results/speed_profile.json."""
+    path = ROOT / "results" / "speed_profile.json"
+    if not path.exists():
+        return "No profile record yet: run `make bench`."
+    p = json.loads(path.read_text())
+    lines = ["Where a reward-model training step spends its CPU time (torch profiler, `benchmarks/speed_profile.py`):", "",
+             "| operations | share |", "|---|---|"]
+    lines += [f"| {group} | {share:.0%} |" for group, share in p["time_split"].items()]
+    t = p["tokens_per_s"]
+    lines += ["", "Real tokens per second of the same loop: " + ", ".join(f"{k}: {v:.0f}" for k, v in t.items()) + ".",
+              "", "Speed-ups of the policy step, each against what it replaced "
+              f"({p['policy_optimisations']['prompts']} prompts, {p['policy_optimisations']['new_tokens']} new tokens; "
+              "median seconds):", "", "| step | before | after |", "|---|---|---|"]
+    po = p["policy_optimisations"]
+    for label, key in (("sampling the replies", "sampling_s"), ("nucleus for the gradient", "gradient_nucleus_s"),
+                       ("AdamW step, 135M parameters", "adamw_step_s")):
+        (old_name, old), (new_name, new) = po[key].items()
+        lines.append(f"| {label} | {old['median']:.2f} s ({old_name}) | {new['median']:.2f} s ({new_name}) |")
+    n = po["nucleus_size"]
+    lines += ["", f"The top-p nucleus held a median of {n['median']:.0f} tokens (90th percentile {n['p90']:.0f}, "
+              f"max {n['max']:.0f}; {n['share_over_512']:.1%} of {n['positions']} positions over 512)."]
+    return "\n".join(lines)
 
 
 def replace_between(text: str, start: str, end: str, body: str) -> str:
@@ -110,6 +138,7 @@ def update_readme(profile: str) -> None:
     readme = ROOT / "README.md"
     text = replace_between(readme.read_text(), START, END, table(profile))
     text = replace_between(text, "<!-- bench:start -->", "<!-- bench:end -->", bench_table())
+    text = replace_between(text, "<!-- profile:start -->", "<!-- profile:end -->", profile_tables())
     readme.write_text(text)
 
 

@@ -1,0 +1,166 @@
+"""Where the time goes, and what each speed-up of the policy step buys; writes results/speed_profile.json.
+
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/speed_profile.py      (part of `make bench`)
+
+Reward model: (1) bf16/fp32 GEMM rates at the model's own matrix shapes next to a 2048^3 GEMM,
+(2) the torch profiler's split of CPU time over a few cpu-profile training steps of
+`reward.train_reward_model`, grouped into matrix products, attention, LoRA-dropout masks,
+element-wise work, casts and copies, and the rest, and (3) real tokens per second of that loop
+(first step excluded) with SDPA vs eager attention and with LoRA dropout on/off.
+
+Policy step: each optimisation against what it replaced, on the real policy: sampling with
+`rollout.NucleusWarper` vs transformers' TopPLogitsWarper, the gradient's nucleus
+(`rollout.top_p_mask` vs the full sort `top_p_mask_by_sort`) with the nucleus sizes seen, and
+fused vs for-loop AdamW over the policy's parameters.
+
+The report reads the record. Takes about 5 minutes on 2 cores; run it on an idle machine.
+"""
+
+import contextlib
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+from alignlib import config, data, models, results, reward, rollout
+from bench import StepClock, pick_prompts  # benchmarks/bench.py
+
+STEPS = 6
+OUT = Path(__file__).resolve().parent.parent / "results" / "speed_profile.json"
+REPEATS = 3
+GROUPS = {  # torch op name -> group; anything else is "other"
+    "matrix products": ("aten::mm", "aten::addmm", "aten::bmm"),
+    "attention (SDPA with the packed-pair mask)": ("aten::_scaled_dot_product_flash_attention_for_cpu",
+                                                   "aten::_scaled_dot_product_flash_attention_for_cpu_backward"),
+    "LoRA dropout masks (random numbers)": ("aten::bernoulli_",),
+    "element-wise (norms, rotary, SiLU, dropout, LoRA scaling, residuals)": (
+        "aten::mul", "aten::add", "aten::add_", "aten::silu", "aten::silu_backward", "aten::pow", "aten::rsqrt",
+        "aten::mean", "aten::sum", "aten::div", "aten::neg", "aten::cat", "aten::where", "aten::sub"),
+    "casts and copies": ("aten::copy_", "aten::_to_copy", "aten::clone", "aten::contiguous"),
+}
+
+
+def time_split(prof) -> dict[str, float]:
+    """Share of the profiled CPU time (self time) per group of GROUPS."""
+    group_of = {op: group for group, ops in GROUPS.items() for op in ops}
+    totals: dict[str, float] = {group: 0.0 for group in GROUPS} | {"other": 0.0}
+    for event in prof.key_averages():
+        totals[group_of.get(event.key, "other")] += event.self_cpu_time_total
+    whole = sum(totals.values())
+    return {group: t / whole for group, t in totals.items()}
+
+
+def median_seconds(fn, repeats: int = REPEATS) -> dict:
+    """Run fn() once to warm up, then `repeats` times: median, min and max seconds."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return {"median": sorted(times)[len(times) // 2], "min": min(times), "max": max(times)}
+
+
+def policy_optimisations(tokenizer, pairs) -> dict:
+    """Each speed-up of the policy step timed against what it replaced, on the real policy."""
+    from transformers.generation.logits_process import TopPLogitsWarper
+
+    from alignlib.reward import autocast
+
+    rl = config.get_profile("cpu").reinforce
+    policy = models.load_policy()
+    prompts = pick_prompts(tokenizer, pairs, rl.prompts_per_iter, 128)
+    ids, mask = rollout.left_pad(rollout.encode_prompts(tokenizer, prompts), tokenizer.pad_token_id)
+    out = {"prompts": len(prompts), "new_tokens": rl.max_new_tokens, "top_p": rl.top_p, "repeats": REPEATS}
+
+    def generate(warper):
+        torch.manual_seed(0)
+        with torch.no_grad(), autocast("bf16", torch.device("cpu")):
+            return policy.generate(input_ids=ids, attention_mask=mask, max_new_tokens=rl.max_new_tokens,
+                                   min_new_tokens=rl.max_new_tokens, do_sample=True, top_p=1.0, top_k=0,
+                                   temperature=1.0, logits_processor=[warper], pad_token_id=tokenizer.pad_token_id,
+                                   eos_token_id=tokenizer.eos_token_id)
+
+    out["sampling_s"] = {"transformers TopPLogitsWarper": median_seconds(lambda: generate(TopPLogitsWarper(rl.top_p))),
+                         "rollout.NucleusWarper": median_seconds(lambda: generate(rollout.NucleusWarper(rl.top_p)))}
+
+    sequences = generate(rollout.NucleusWarper(rl.top_p))
+    with torch.no_grad(), autocast("bf16", torch.device("cpu")):
+        full_mask = torch.cat([mask, torch.ones_like(sequences[:, ids.shape[1]:])], dim=1)
+        logits = policy(input_ids=sequences, attention_mask=full_mask, logits_to_keep=rl.max_new_tokens + 1,
+                        use_cache=False).logits[:, :-1].float()
+    sizes = rollout.top_p_mask_by_sort(logits, rl.top_p).sum(-1).flatten().float()
+    out["gradient_nucleus_s"] = {
+        "top_p_mask_by_sort (whole vocabulary)": median_seconds(lambda: rollout.top_p_mask_by_sort(logits, rl.top_p)),
+        "top_p_mask (512 candidates)": median_seconds(lambda: rollout.top_p_mask(logits, rl.top_p))}
+    out["nucleus_size"] = {"median": sizes.median(), "p90": sizes.quantile(0.9), "max": sizes.max(),
+                           "share_over_512": (sizes > 512).float().mean(), "positions": sizes.numel()}
+
+    params = [p for p in policy.parameters() if p.requires_grad]
+    for p in params:
+        p.grad = torch.randn_like(p) * 1e-3
+    out["adamw_step_s"] = {}
+    for name, kwargs in (("for-loop (torch default on CPU)", {"foreach": False}), ("fused", {"fused": True})):
+        opt = torch.optim.AdamW(params, lr=1e-6, weight_decay=0.0, **kwargs)
+        out["adamw_step_s"][name] = median_seconds(opt.step)
+    return out
+
+
+def main():
+    start = time.perf_counter()
+    gemm = {}
+    for shape in [(2048, 2048, 2048), (3000, 576, 1536), (3000, 1536, 576), (3000, 576, 576)]:
+        bf16, fp32 = (results.matmul_gflops(dtype, repeats=20, shape=shape) for dtype in (torch.bfloat16, torch.float32))
+        gemm["x".join(map(str, shape))] = {"bf16": bf16, "fp32": fp32}
+        print(shape, f"bf16 {bf16:.0f} GFLOP/s, fp32 {fp32:.0f}")
+
+    profile_cfg = config.get_profile("cpu")
+    cfg = config.with_overrides(profile_cfg.rm_scalar, max_steps=STEPS)
+    tokenizer = models.load_tokenizer()
+    pairs = data.load_preference_data(profile_cfg.data).train[: cfg.batch_size * STEPS]
+
+    split, variants = None, {}
+    for attn, dropout, with_profiler in (("sdpa", cfg.lora_dropout, True), ("sdpa", cfg.lora_dropout, False),
+                                         ("eager", cfg.lora_dropout, False), ("sdpa", 0.0, False)):
+        run_cfg = config.with_overrides(cfg, lora_dropout=dropout)
+        model = models.new_reward_model(run_cfg)
+        model.get_base_model().set_attn_implementation(attn)
+        tracing = profile(activities=[ProfilerActivity.CPU]) if with_profiler else contextlib.nullcontext()
+        with tracing as prof, StepClock() as clock:
+            history = reward.train_reward_model(model, tokenizer, pairs, run_cfg, profile_cfg.data.max_length,
+                                                progress=False)
+        if with_profiler:
+            print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
+            split = time_split(prof)
+            continue
+        tokens_per_s = sum(history["tokens"][1:]) / clock.window(1, STEPS - 1)
+        variants[f"attention {attn}, LoRA dropout {dropout}"] = tokens_per_s
+        print(f"attention {attn}, LoRA dropout {dropout}: {tokens_per_s:.0f} real tokens/s")
+
+    for group, share in split.items():
+        print(f"{share:6.1%}  {group}")
+    policy = policy_optimisations(tokenizer, data.load_preference_data(profile_cfg.data).train)
+    print(json.dumps(results._clean(policy), indent=1))
+    record = {
+        "what": "reward model: torch profiler over reward.train_reward_model, cpu profile, bf16 autocast, batches of "
+                f"{cfg.batch_size} packed pairs, {STEPS} steps; shares of self CPU time",
+        "steps": STEPS,
+        "time_split": split,
+        "tokens_per_s": variants,
+        "gemm_gflops": gemm,
+        "policy_optimisations": policy,
+        "profiler": "torch.profiler (CPU activities)",
+        "environment": {"torch": torch.__version__, "threads": torch.get_num_threads(), "hardware": results.hardware()},
+        "code_version": results.code_version(),
+        "created": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "wall_time_s": time.perf_counter() - start,
+    }
+    OUT.write_text(json.dumps(results._clean(record), indent=1) + "\n")
+    print(f"wrote {OUT}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

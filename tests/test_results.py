@@ -1,0 +1,38 @@
+import json
+import math
+import re
+
+import pytest
+
+from alignlib import results
+
+
+@pytest.fixture
+def records_in(tmp_path, monkeypatch):
+    monkeypatch.setattr(results, "results_dir", lambda profile: tmp_path)
+    return tmp_path
+
+
+def write(name, metrics):
+    return results.write_record(name, "smoke", model_source="tiny", data_source="test", seed=0, wall_time_s=1.23,
+                                config={"lr": 1e-3}, metrics=metrics)
+
+
+def test_record_carries_the_common_fields_and_the_code_version(records_in):
+    path = write("run", {"accuracy": 0.5})
+    record = json.loads(path.read_text())
+    assert set(results.REQUIRED) <= set(record)
+    assert record["metrics"] == {"accuracy": 0.5} and record["wall_time_s"] == 1.2
+    # this checkout is a git repository: a 12-digit commit, maybe marked dirty
+    assert re.fullmatch(r"[0-9a-f]{12}(\+dirty)?", record["code_version"])
+
+
+def test_record_with_a_non_finite_number_is_refused(records_in):
+    with pytest.raises(ValueError, match="non-finite number"):
+        write("bad", {"loss": math.nan})
+    assert not (records_in / "bad.json").exists()
+
+
+def test_code_version_outside_a_git_checkout_is_unknown(tmp_path, monkeypatch):
+    monkeypatch.setattr(results, "ROOT", tmp_path)
+    assert results.code_version() == "unknown"
