@@ -73,6 +73,11 @@ def table(profile: str) -> str:
         if runs:
             parts.append(f"{runs[0][1]['metrics']['n_eval_prompts']} held-out prompts")
         lines.append(", ".join(parts) + ".")
+        versions: dict[str, list[str]] = {}
+        for name, r in rms + runs:
+            versions.setdefault(r.get("code_version", "not recorded (made before records carried it)"), []).append(name)
+        lines += ["", "Code that made each record: " + "; ".join(
+            f"{v}: " + ", ".join(f"`{n}`" for n in names) for v, names in versions.items()) + "."]
     return "\n".join(lines)
 
 
@@ -84,14 +89,25 @@ def bench_table() -> str:
     b = json.loads(path.read_text())
     prof = ROOT / "results" / "speed_profile.json"
     minutes = b["wall_time_s"] / 60 + (json.loads(prof.read_text())["wall_time_s"] / 60 if prof.exists() else 0)
+    rm, pol = b["reward_model_training"], b["policy_optimisation"]
+
+    def row(label, a, t, ratio):  # ratio of the medians, and the lowest and highest the repeats allow
+        return f"| {label} | {ratio:.2f}x | {a['min'] / t['max']:.2f}-{a['max'] / t['min']:.2f}x |"
+
     return "\n".join([
-        "| alignlib / TRL (median of repeats, same work) | ratio |", "|---|---|",
-        f"| reward-model training, pairs per second | {b['rm_pairs_per_s_ratio_vs_trl']:.2f}x |",
-        f"| reward-model training, real tokens per second | {b['rm_tokens_per_s_ratio_vs_trl']:.2f}x |",
-        f"| reward-model training, peak RSS | {b['rm_peak_rss_ratio_vs_trl']:.2f}x |",
-        f"| policy step, sampled replies per second (RLOO k=2 vs RLOOTrainer) | {b['policy_samples_per_s_ratio_vs_trl']:.2f}x |",
-        f"| policy step, sampled replies per second (EMA vs RLOOTrainer) | {b['policy_ema_samples_per_s_ratio_vs_trl']:.2f}x |",
-        f"| policy step, peak RSS | {b['policy_peak_rss_ratio_vs_trl']:.2f}x |",
+        "| alignlib / TRL (same work) | ratio of medians | range over repeats |", "|---|---|---|",
+        row("reward-model training, pairs per second", rm["alignlib"]["pairs_per_s"], rm["trl"]["pairs_per_s"],
+            b["rm_pairs_per_s_ratio_vs_trl"]),
+        row("reward-model training, real tokens per second", rm["alignlib"]["tokens_per_s"], rm["trl"]["tokens_per_s"],
+            b["rm_tokens_per_s_ratio_vs_trl"]),
+        row("reward-model training, peak RSS", rm["alignlib"]["peak_rss_mb"], rm["trl"]["peak_rss_mb"],
+            b["rm_peak_rss_ratio_vs_trl"]),
+        row("policy step, sampled replies per second (RLOO k=2 vs RLOOTrainer)", pol["alignlib_rloo"]["samples_per_s"],
+            pol["trl_rloo"]["samples_per_s"], b["policy_samples_per_s_ratio_vs_trl"]),
+        row("policy step, sampled replies per second (EMA vs RLOOTrainer)", pol["alignlib_ema"]["samples_per_s"],
+            pol["trl_rloo"]["samples_per_s"], b["policy_ema_samples_per_s_ratio_vs_trl"]),
+        row("policy step, peak RSS", pol["alignlib_rloo"]["peak_rss_mb"], pol["trl_rloo"]["peak_rss_mb"],
+            b["policy_peak_rss_ratio_vs_trl"]),
         "",
         f"Reward-model training reaches {b['rm_matmul_fraction']:.1%} of this machine's measured bf16 matmul rate in "
         f"model FLOPs (TRL: {b['rm_matmul_fraction_trl']:.1%}). Precision: {b['precision'].split(':')[0]}. "
@@ -111,7 +127,7 @@ def profile_tables() -> str:
              "| operations | share |", "|---|---|"]
     lines += [f"| {group} | {share:.0%} |" for group, share in p["time_split"].items()]
     t = p["tokens_per_s"]
-    lines += ["", "Real tokens per second of the same loop: " + ", ".join(f"{k}: {v:.0f}" for k, v in t.items()) + ".",
+    lines += ["", "Real tokens per second of the same loop: " + "; ".join(f"{v:.0f} with {k}" for k, v in t.items()) + ".",
               "", "Speed-ups of the policy step, each against what it replaced "
               f"({p['policy_optimisations']['prompts']} prompts, {p['policy_optimisations']['new_tokens']} new tokens; "
               "median seconds):", "", "| step | before | after |", "|---|---|---|"]
