@@ -5,12 +5,14 @@ policy's softmax restricted to the smallest set of tokens whose probability reac
 renormalised. REINFORCE is unbiased only if the log-probability in the gradient is the one
 of the distribution that was sampled, so `token_logprobs` returns the log-probabilities
 under that renormalised nucleus distribution (log pi(y) - log Z_nucleus), the same rule as
-transformers' `TopPLogitsWarper`. The nucleus of a trained model is usually far smaller than
-the vocabulary, so `top_p_mask` sorts only the 512 most likely tokens, and the whole 49k
-vocabulary only for the rare positions whose nucleus is larger. (Scoring top-p samples under the unfiltered softmax, as
+transformers' `TopPLogitsWarper`. (Scoring top-p samples under the unfiltered softmax, as
 many simple implementations do, biases the gradient towards pushing probability into the
-tail that is never sampled.) The KL penalty and the reported KL to the SFT model use the
-unfiltered softmax of both models, the usual sample estimate of KL(pi || pi_sft).
+tail that is never sampled.) The same `top_p_mask` decides the nucleus when sampling
+(`NucleusWarper`) and in the gradient. The nucleus of a trained model is usually far smaller
+than the vocabulary, so it sorts only the 512 most likely tokens, and the whole 49k
+vocabulary only for the rare positions whose nucleus is larger. The KL penalty and the
+reported KL to the SFT model use the unfiltered softmax of both models, the usual sample
+estimate of KL(pi || pi_sft).
 """
 
 from __future__ import annotations
@@ -45,8 +47,9 @@ def top_p_mask(logits: torch.Tensor, top_p: float, candidates: int = 512) -> tor
     A token is kept when the probability of the tokens strictly more likely than it is below
     top_p (so the most likely token is always kept). The warper finds this by sorting the whole
     vocabulary; here only the `candidates` most likely tokens are sorted (`topk`), and rows whose
-    nucleus reaches beyond them fall back to the full sort. Both agree up to float rounding at
-    the boundary (the sums run in a different order).
+    nucleus reaches beyond them fall back to the full sort. The two agree except at the boundary:
+    where tokens tie with the last one kept, each keeps the ones its sort puts first, and the
+    cumulative sums run in a different order.
 
     Args:
         logits: (..., vocab).
