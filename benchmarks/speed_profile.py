@@ -26,7 +26,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from alignlib import config, data, models, results, reward, rollout
-from bench import StepClock, pick_prompts  # benchmarks/bench.py
+from bench import StepClock, pick_prompts, spread  # benchmarks/bench.py
 
 STEPS = 6
 OUT = Path(__file__).resolve().parent.parent / "results" / "speed_profile.json"
@@ -54,14 +54,14 @@ def time_split(prof) -> dict[str, float]:
 
 
 def median_seconds(fn, repeats: int = REPEATS) -> dict:
-    """Run fn() once to warm up, then `repeats` times: median, min and max seconds."""
+    """Run fn() once to warm up, then `repeats` times: median, min, max and all seconds (bench.spread)."""
     fn()
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
-    return {"median": sorted(times)[len(times) // 2], "min": min(times), "max": max(times)}
+    return spread(times)
 
 
 def policy_optimisations(tokenizer, pairs) -> dict:
@@ -120,7 +120,8 @@ def main():
     profile_cfg = config.get_profile("cpu")
     cfg = config.with_overrides(profile_cfg.rm_scalar, max_steps=STEPS)
     tokenizer = models.load_tokenizer()
-    pairs = data.load_preference_data(profile_cfg.data).train[: cfg.batch_size * STEPS]
+    train_pairs = data.load_preference_data(profile_cfg.data).train
+    pairs = train_pairs[: cfg.batch_size * STEPS]
 
     split, variants = None, {}
     for attn, dropout, with_profiler in (("sdpa", cfg.lora_dropout, True), ("sdpa", cfg.lora_dropout, False),
@@ -142,7 +143,7 @@ def main():
 
     for group, share in split.items():
         print(f"{share:6.1%}  {group}")
-    policy = policy_optimisations(tokenizer, data.load_preference_data(profile_cfg.data).train)
+    policy = policy_optimisations(tokenizer, train_pairs)
     print(json.dumps(results._clean(policy), indent=1))
     record = {
         "what": "reward model: torch profiler over reward.train_reward_model, cpu profile, bf16 autocast, batches of "
