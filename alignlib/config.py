@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .precision import resolve_amp  # noqa: F401  (public here: the hardware's choice of precision)
+
 PROFILE_ENV = "ALIGNLIB_PROFILE"
 
 
@@ -47,8 +49,8 @@ class RewardModelConfig:
     lora_alpha: int = 32
     lora_dropout: float = 0.05
     lora_target_modules: tuple[str, ...] = ("q_proj", "v_proj")  # PEFT's default for Llama
-    # Mixed precision: "none" (float32), "fp16" (autocast on CUDA only; float32 on CPU) or
-    # "bf16" (autocast on CPU or CUDA; this CPU multiplies bf16 ~4x faster than fp32).
+    # Precision (alignlib/precision.py): "none" (float32), "fp16" (autocast + loss scaling), "bf16"
+    # (autocast) or "auto" (chosen by the hardware: resolve_amp); $ALIGNLIB_AMP overrides it.
     amp: str = "none"
     eval_batch_size: int = 16
     seed: int = 0
@@ -73,7 +75,7 @@ class ReinforceConfig:
     truncation_penalty: float = 0.0  # subtracted when a reply hits max_new_tokens with no end-of-turn
     max_prompt_tokens: int = 256
     reward_mode: str = "scalar"  # "scalar", "expected" (E[p]) or "sampled" (r ~ p)
-    amp: str = "none"  # mixed precision of sampling and the policy step (see RewardModelConfig.amp)
+    amp: str = "none"  # precision of sampling and the policy step (see RewardModelConfig.amp)
     eval_prompts: int = 512
     eval_batch_size: int = 32
     seed: int = 0
@@ -100,28 +102,29 @@ FULL = Profile(
 )
 
 # Sized for 2 CPU cores. What differs from `full` is the amount of work (pairs, steps,
-# prompts) and, where the budget needs it, the learning rate; the notebooks show the effect.
+# prompts), where the budget needs it the learning rate (the notebooks show the effect), and the
+# precision: "auto" takes bf16 only on a CPU that multiplies bf16 faster than float32.
 CPU = Profile(
     name="cpu",
     data=DataConfig(max_length=384, max_train_pairs=1800),
-    rm_scalar=RewardModelConfig(lr=2e-4, warmup_steps=10, amp="bf16"),
+    rm_scalar=RewardModelConfig(lr=2e-4, warmup_steps=10, amp="auto"),
     rm_prob=RewardModelConfig(
-        num_labels=10, loss="expected_score", lr=2e-4, warmup_steps=10, amp="bf16"
+        num_labels=10, loss="expected_score", lr=2e-4, warmup_steps=10, amp="auto"
     ),
     reinforce=ReinforceConfig(
-        iterations=60, prompts_per_iter=8, max_new_tokens=96, lr=2e-5, eval_prompts=128, amp="bf16"
+        iterations=60, prompts_per_iter=8, max_new_tokens=96, lr=2e-5, eval_prompts=128, amp="auto"
     ),
 )
 
 SMOKE = Profile(
     name="smoke",
     data=DataConfig(max_length=128, max_train_pairs=16, max_validation_pairs=16),
-    rm_scalar=RewardModelConfig(lr=1e-4, batch_size=4, max_steps=2, eval_batch_size=8),
+    rm_scalar=RewardModelConfig(lr=1e-4, batch_size=4, max_steps=2, eval_batch_size=8, amp="auto"),
     rm_prob=RewardModelConfig(
-        num_labels=10, loss="expected_score", lr=1e-4, batch_size=4, max_steps=2, eval_batch_size=8
+        num_labels=10, loss="expected_score", lr=1e-4, batch_size=4, max_steps=2, eval_batch_size=8, amp="auto"
     ),
     reinforce=ReinforceConfig(
-        iterations=2, prompts_per_iter=2, max_new_tokens=8, eval_prompts=4, eval_batch_size=4
+        iterations=2, prompts_per_iter=2, max_new_tokens=8, eval_prompts=4, eval_batch_size=4, amp="auto"
     ),
 )
 

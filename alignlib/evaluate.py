@@ -79,7 +79,8 @@ def generate_for_eval(policy, tokenizer, prompts, cfg, seed: int = 1234) -> dict
     texts, tokens, ended = [], [], []
     for b, start in enumerate(range(0, len(prompts), cfg.eval_batch_size)):
         roll = rollout.sample(policy, tokenizer, prompts[start:start + cfg.eval_batch_size], cfg.max_new_tokens,
-                              cfg.top_p, cfg.temperature, seed=seed + b, amp=cfg.amp)
+                              cfg.top_p, cfg.temperature, seed=seed + b, max_prompt_tokens=cfg.max_prompt_tokens,
+                              amp=cfg.amp)
         reply = roll.input_ids[:, -roll.resp_len:]
         texts += roll.texts
         tokens += [r[m.bool()].tolist() for r, m in zip(reply, roll.resp_mask)]
@@ -173,7 +174,7 @@ def kl_to_reference(policy, ref_policy, tokenizer, prompts, replies_tokens, cfg)
 
     from . import rollout
     from .data import left_pad
-    from .reward import autocast
+    from .precision import autocast
 
     dev = next(policy.parameters()).device
     total = []

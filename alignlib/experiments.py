@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import evaluate, models, reinforce, results
+from . import evaluate, models, precision, reinforce, results
 from .data import PreferencePair
 from .rollout import encode_prompts
 
@@ -88,7 +88,7 @@ def reinforce_experiment(name: str, profile, cfg, tokenizer, reward_fn, eval_sco
                                         gen["rewards"])]
     results.write_record(
         name, profile.name, model_source=models.source_of(policy), data_source=data_source, seed=cfg.seed,
-        wall_time_s=clock.elapsed, config={"reinforce": asdict(cfg), **(extra_config or {})}, metrics=metrics,
+        wall_time_s=clock.elapsed, config={"reinforce": asdict(cfg), **(extra_config or {})}, metrics=metrics, amp=cfg.amp,
         curve=history, samples=samples,
     )
     return results.read_record(name, profile.name)
@@ -112,7 +112,8 @@ def reward_model_experiment(name: str, profile, cfg, tokenizer, prefs, publish: 
     metrics = reward.pairwise_metrics(val["chosen"], val["rejected"])
     tokens = sum(history["tokens"])
     metrics.update({"train_pairs": len(prefs.train), "train_tokens_per_s": tokens / train_time.seconds,
-                    "train_wall_time_s": train_time.seconds, "peak_memory_train_mb": mem.peak_mb})
+                    "train_wall_time_s": train_time.seconds, "peak_memory_train_mb": mem.peak_mb,
+                    "skipped_steps": precision.skipped_steps(history["grad_norm"])})
     metrics.update(evaluate.length_analysis(val["len_chosen"], val["len_rejected"], val["chosen"], val["rejected"]))
     if cfg.num_labels > 1:  # how the distributional head uses its scores, for notebook 04 and the report
         dist = evaluate.distribution_report(val["logits_chosen"], val["logits_rejected"])
@@ -125,7 +126,7 @@ def reward_model_experiment(name: str, profile, cfg, tokenizer, prefs, publish: 
         reward.save_reward_model(model, adapter, max_length)
     results.write_record(
         name, profile.name, model_source=models.source_of(model), data_source=prefs.source, seed=cfg.seed,
-        wall_time_s=clock.elapsed, config={"data": asdict(profile.data), "rm": asdict(cfg)}, metrics=metrics,
+        wall_time_s=clock.elapsed, config={"data": asdict(profile.data), "rm": asdict(cfg)}, metrics=metrics, amp=cfg.amp,
         curve=history, adapter=str(adapter.relative_to(results.ROOT)),
     )
     return results.read_record(name, profile.name), model, val

@@ -18,8 +18,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from . import results, rollout
-from .reward import autocast
+from . import precision, results, rollout
 
 # ------------------------------------------------------------------ pure tensor functions
 
@@ -118,6 +117,7 @@ def train_reinforce(policy, tokenizer, reward_fn, prompts: list, cfg, ref_policy
     # fused: one kernel over all 135M parameters instead of a loop of per-tensor ops (several times
     # faster on CPU; TRL's default optimizer too). Same update up to float rounding.
     opt = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, weight_decay=0.0, fused=True)
+    scaler = precision.grad_scaler(amp, device)  # fp16 only: dynamic loss scaling
     stream = prompt_stream(prompts, cfg.prompts_per_iter, cfg.seed)
     k = cfg.samples_per_prompt
     baseline, start = None, 0
@@ -132,6 +132,8 @@ def train_reinforce(policy, tokenizer, reward_fn, prompts: list, cfg, ref_policy
         if resumed is not None:
             start, extra = resumed
             baseline, history = extra["baseline"], extra["history"]
+            if "scaler" in extra:  # checkpoints written before fp16 support carry none
+                scaler.load_state_dict(extra["scaler"])
             for _ in range(start):  # the prompt batches the interrupted run already used
                 next(stream)
             print(f"[alignlib] resuming REINFORCE at iteration {start} from {checkpoint_dir}")
@@ -144,7 +146,7 @@ def train_reinforce(policy, tokenizer, reward_fn, prompts: list, cfg, ref_policy
         # 1. sample replies from the current policy
         policy.eval()
         roll = rollout.sample(policy, tokenizer, batch_prompts, cfg.max_new_tokens, cfg.top_p, cfg.temperature,
-                              seed=cfg.seed * 100_003 + it, amp=amp)
+                              seed=cfg.seed * 100_003 + it, max_prompt_tokens=cfg.max_prompt_tokens, amp=amp)
         t1 = time.perf_counter()
 
         # 2. score them
@@ -158,7 +160,7 @@ def train_reinforce(policy, tokenizer, reward_fn, prompts: list, cfg, ref_policy
         # 3. log-probs of the sampled replies, one forward pass with gradients
         policy.train()
         mask = roll.resp_mask.to(device)
-        with autocast(amp, device):
+        with precision.autocast(amp, device):
             logits = rollout.rollout_logits(policy, roll)
         targets = roll.input_ids[:, -roll.resp_len:].to(device)
         sampled_from = logits / cfg.temperature if cfg.temperature != 1.0 else logits  # as NucleusWarper
@@ -172,7 +174,7 @@ def train_reinforce(policy, tokenizer, reward_fn, prompts: list, cfg, ref_policy
         if ref_policy is not None and (cfg.kl_beta > 0 or it % cfg.kl_log_every == 0 or it == cfg.iterations - 1):
             with torch.no_grad():
                 logp_full = rollout.token_logprobs(logits.detach(), targets)
-                with autocast(amp, device):
+                with precision.autocast(amp, device):
                     ref_logp = rollout.token_logprobs(rollout.rollout_logits(ref_policy, roll), targets)
             shaped, kl = kl_penalized_rewards(rewards.to(device), logp_full, ref_logp, mask, cfg.kl_beta)
             shaped = shaped.cpu()
@@ -189,14 +191,13 @@ def train_reinforce(policy, tokenizer, reward_fn, prompts: list, cfg, ref_policy
             b = float(b_ij.mean())
             advantages = shaped - b_ij
 
-        # 6. policy-gradient step
+        # 6. policy-gradient step (grad_norm None: an fp16 step the loss scaler skipped)
         loss = reinforce_loss(seq_logp, advantages.to(device))
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.max_grad_norm)
-        if not (torch.isfinite(loss) and torch.isfinite(grad_norm)):
-            raise FloatingPointError(f"non-finite {'loss' if not torch.isfinite(loss) else 'gradient norm'} at "
-                                     f"iteration {it}; the last good checkpoint (if any) is in {checkpoint_dir}")
-        opt.step()
+        where = f"at iteration {it} (last good checkpoint, if any: {checkpoint_dir})"
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"non-finite policy loss {where}")
+        scaler.scale(loss).backward()
+        grad_norm = precision.clip_and_step(opt, scaler, list(policy.parameters()), cfg.max_grad_norm, where)
         opt.zero_grad(set_to_none=True)
         t3 = time.perf_counter()
 
@@ -206,15 +207,17 @@ def train_reinforce(policy, tokenizer, reward_fn, prompts: list, cfg, ref_policy
                "kl/to_sft": float(kl.mean()) if kl is not None else None,
                "response/length": float(roll.lengths.float().mean()),
                "response/ended_frac": float(roll.ended.float().mean()), "entropy": float(entropy),
-               "grad_norm": float(grad_norm), "loss": float(loss.detach()), "time/iteration": t3 - t0,
+               "grad_norm": grad_norm, "loss": float(loss.detach()), "time/iteration": t3 - t0,
                "time/generate": t1 - t0, "time/score": t2 - t1, "time/backward": t3 - t2}
         for key in keys:
             history[key].append(row[key])
         history["iteration"].append(it + 1)
+        precision.raise_if_stuck(history["grad_norm"], where)
         bar.set_postfix(reward=f"{row['reward/mean']:.3f}", len=f"{row['response/length']:.0f}",
                         kl="-" if kl is None else f"{row['kl/to_sft']:.2f}", s_it=f"{row['time/iteration']:.1f}")
         if checkpoint_dir is not None and ((it + 1) % checkpoint_every == 0 or it + 1 == cfg.iterations):
-            checkpoint.save(checkpoint_dir, it + 1, fingerprint, policy, opt, {"baseline": baseline, "history": history})
+            checkpoint.save(checkpoint_dir, it + 1, fingerprint, policy, opt,
+                            {"baseline": baseline, "history": history, "scaler": scaler.state_dict()})
     policy.eval()
     return history
 
@@ -224,6 +227,7 @@ def summarize_history(history: dict, last: int = 10) -> dict:
     out = {"iterations": len(history["iteration"]),
            "sec_per_iter": float(np.mean(history["time/iteration"])),
            "advantage_var": float(np.mean(history["advantage/var"])),
+           "skipped_steps": precision.skipped_steps(history["grad_norm"]),
            "train_reward_first": float(np.mean(history["reward/mean"][:last])),
            "train_reward_last": float(np.mean(history["reward/mean"][-last:]))}
     for part in ("generate", "score", "backward"):

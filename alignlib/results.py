@@ -17,6 +17,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 REQUIRED = ("profile", "model_source", "data_source", "seed", "wall_time_s", "peak_memory_mb", "config", "metrics")
+# written by write_record since the precision became the hardware's choice; older records lack them
+PRECISION_FIELDS = ("device", "precision", "precision_requested", "precision_reason")
 
 
 def seed_everything(seed: int) -> None:
@@ -50,10 +52,24 @@ def peak_memory_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo on Linux), else the machine type."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def hardware() -> str:
+    """The machine a record was made on: the GPU, or the CPU model, its cores and instruction set."""
     if torch.cuda.is_available():
-        return torch.cuda.get_device_name(0)
-    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}"
+        return f"{torch.cuda.get_device_name(0)}, torch {torch.__version__}"
+    return (f"{cpu_model()} ({platform.machine()}, {torch.backends.cpu.get_cpu_capability()}), {os.cpu_count()} CPU cores, "
+            f"torch {torch.__version__}")
 
 
 def code_version() -> str:
@@ -86,8 +102,15 @@ def _clean(x):
 
 
 def write_record(name: str, profile: str, *, model_source: str, data_source: str, seed: int,
-                 wall_time_s: float, config: dict, metrics: dict, **extra) -> Path:
-    """Write results/<profile>/<name>.json with the fields every record carries."""
+                 wall_time_s: float, config: dict, metrics: dict, amp: str, **extra) -> Path:
+    """Write results/<profile>/<name>.json with the fields every record carries.
+
+    `amp` is the run's precision setting (e.g. `cfg.amp`): the record states what it resolved to
+    on this device, and why (`precision.describe`).
+    """
+    from . import precision
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     record = {
         "name": name,
         "profile": profile,
@@ -97,6 +120,8 @@ def write_record(name: str, profile: str, *, model_source: str, data_source: str
         "wall_time_s": round(wall_time_s, 1),
         "peak_memory_mb": round(peak_memory_mb(), 1),
         "hardware": hardware(),
+        "device": device.type,
+        **precision.describe(amp, device),
         "created": time.strftime("%Y-%m-%d %H:%M:%S"),
         "code_version": code_version(),
         "config": config,
@@ -139,16 +164,21 @@ class Timer:
         return time.perf_counter() - self.t0
 
 
-def matmul_gflops(dtype=torch.float32, n: int = 2048, repeats: int = 10, shape: tuple[int, int, int] | None = None) -> float:
-    """This machine's measured rate of a matrix product, GFLOP/s: (n x n) @ (n x n) by default,
-    or (m x k) @ (k x p) for `shape=(m, k, p)`."""
+def matmul_gflops(dtype=torch.float32, n: int = 2048, repeats: int = 10, shape: tuple[int, int, int] | None = None,
+                  device: torch.device | str = "cpu") -> float:
+    """The measured rate of a matrix product on `device` (the device that does the work), GFLOP/s:
+    (n x n) @ (n x n) by default, or (m x k) @ (k x p) for `shape=(m, k, p)`."""
+    device = torch.device(device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     m, k, p = shape or (n, n, n)
-    a, b = torch.randn(m, k, dtype=dtype), torch.randn(k, p, dtype=dtype)
+    a, b = torch.randn(m, k, dtype=dtype, device=device), torch.randn(k, p, dtype=dtype, device=device)
     for _ in range(2):
         a @ b
+    sync()
     start = time.perf_counter()
     for _ in range(repeats):
         a @ b
+    sync()
     return 2 * m * k * p * repeats / (time.perf_counter() - start) / 1e9
 
 

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from . import results
+from . import precision, results
 from .data import EncodedPair, encode_pair, encode_prompt_response, left_pad, length_bucketed_batches
 from .evaluate import bootstrap_ci
 from .losses import bradley_terry_loss, expected_score, expected_score_loss, prob_beats_loss
@@ -158,30 +158,16 @@ def pair_loss(cfg, logits_c: torch.Tensor, logits_r: torch.Tensor) -> torch.Tens
 # --------------------------------------------------------------------------- training
 
 
-AMP_MODES = ("none", "fp16", "bf16")
-
-
-def autocast(amp: str, device: torch.device):
-    """The autocast context of a mixed-precision mode on `device`.
-
-    "fp16" is a GPU switch: on CPU it is skipped and the run stays float32.
-    """
-    if amp not in AMP_MODES:
-        raise ValueError(f"unknown amp mode {amp!r}; use one of {AMP_MODES}")
-    if amp == "fp16" and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.float16)
-    if amp == "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return torch.autocast(device.type, enabled=False)
-
-
 def train_reward_model(model, tokenizer, pairs, cfg, max_length: int, progress: bool = True,
                        checkpoint_dir=None, checkpoint_every: int = 50) -> dict:
     """Train a reward model on preference pairs; returns the per-step history.
 
     One optimizer step = `cfg.batch_size * cfg.grad_accum` pairs, each pair one packed
     sequence, the batches length-bucketed. AdamW on the trainable (LoRA + head) parameters,
-    linear warm-up then linear decay, gradient-norm clipping.
+    linear warm-up then linear decay, gradient-norm clipping. Under fp16 (`cfg.amp`), the loss is
+    scaled (`precision.grad_scaler`); a step whose gradients overflow is skipped, logged with
+    grad_norm None, and counted, and the run stops only when the loss itself is non-finite or
+    `precision.MAX_SKIPS_IN_A_ROW` steps in a row are skipped.
 
     With `checkpoint_dir`, the state is saved every `checkpoint_every` steps and at the end,
     and a run that finds a checkpoint of the same settings there continues from it (giving
@@ -207,8 +193,8 @@ def train_reward_model(model, tokenizer, pairs, cfg, max_length: int, progress: 
         return max(0.0, (total_steps - step) / max(1, total_steps - cfg.warmup_steps))
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
-    scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp == "fp16" and device.type == "cuda")
-    history = {"step": [], "loss": [], "accuracy": [], "lr": [], "grad_norm": [], "tokens": []}
+    scaler = precision.grad_scaler(cfg.amp, device)  # fp16 only: dynamic loss scaling
+    history = {"step": [], "loss": [], "accuracy": [], "lr": [], "grad_norm": [], "tokens": []}  # grad_norm None: skipped
     step = 0
     fingerprint = checkpoint.fingerprint(cfg, max_length=max_length, n_pairs=len(pairs))
     if checkpoint_dir is not None:
@@ -231,7 +217,7 @@ def train_reward_model(model, tokenizer, pairs, cfg, max_length: int, progress: 
         sums = {"loss": 0.0, "right": 0, "n": 0, "tokens": 0}
         for batch in group:  # gradient accumulation over the micro-batches of one step
             packed = pack_pairs([encoded[i] for i in batch], tokenizer.pad_token_id)
-            with autocast(cfg.amp, device):
+            with precision.autocast(cfg.amp, device):
                 logits_c, logits_r = pair_logits(model, packed)
                 loss = pair_loss(cfg, logits_c.float(), logits_r.float())
             if not torch.isfinite(loss):
@@ -244,21 +230,18 @@ def train_reward_model(model, tokenizer, pairs, cfg, max_length: int, progress: 
             sums["right"] += int((margin > 0).sum())
             sums["n"] += len(batch)
             sums["tokens"] += packed.n_tokens
-        scaler.unscale_(opt)
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
-        if not torch.isfinite(grad_norm):
-            raise FloatingPointError(f"non-finite gradient norm at step {step}; the last good checkpoint "
-                                     f"(if any) is in {checkpoint_dir}")
-        scaler.step(opt)
-        scaler.update()
+        where = f"at step {step} (last good checkpoint, if any: {checkpoint_dir})"
+        grad_norm = precision.clip_and_step(opt, scaler, params, cfg.max_grad_norm, where)  # None: fp16 skip
         opt.zero_grad(set_to_none=True)
         history["step"].append(step + 1)
         history["loss"].append(sums["loss"] / sums["n"])
         history["accuracy"].append(sums["right"] / sums["n"])
         history["lr"].append(sched.get_last_lr()[0])
-        history["grad_norm"].append(float(grad_norm))
+        history["grad_norm"].append(grad_norm)
         history["tokens"].append(sums["tokens"])
-        sched.step()
+        precision.raise_if_stuck(history["grad_norm"], where)
+        if grad_norm is not None:  # as accelerate does: a skipped step does not advance the schedule
+            sched.step()
         step += 1
         bar.update(1)
         bar.set_postfix(loss=f"{np.mean(history['loss'][-20:]):.3f}", acc=f"{np.mean(history['accuracy'][-20:]):.2f}")
@@ -286,7 +269,7 @@ def pair_rewards(model, tokenizer, pairs, max_length: int, batch_size: int = 16,
     out_c, out_r = [None] * len(pairs), [None] * len(pairs)
     for batch in tqdm(length_bucketed_batches(lengths, batch_size, seed=None), desc="scoring pairs",
                       disable=not progress):
-        with autocast(amp, next(model.parameters()).device):
+        with precision.autocast(amp, next(model.parameters()).device):
             lc, lr = pair_logits(model, pack_pairs([encoded[i] for i in batch], tokenizer.pad_token_id))
         for j, i in enumerate(batch):
             out_c[i], out_r[i] = lc[j].float().cpu(), lr[j].float().cpu()
@@ -362,7 +345,7 @@ class RewardScorer:
         out = [None] * len(encoded)
         for batch in order:
             ids, mask = left_pad([encoded[i] for i in batch], self.tokenizer.pad_token_id)
-            with autocast(self.amp, next(self.model.parameters()).device):
+            with precision.autocast(self.amp, next(self.model.parameters()).device):
                 res = sequence_logits(self.model, ids, mask).float().cpu()
             for j, i in enumerate(batch):
                 out[i] = res[j]

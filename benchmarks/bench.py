@@ -6,7 +6,8 @@ What is compared
    Both start from the same SmolLM2 weights (``models.locate_model()``), with a fresh scalar head
    and the same LoRA adapters (``models.lora_config``: r=16, alpha=32, dropout 0.05 on q/v, head
    trained), the same AdamW learning rate and warm-up, batches of the same preference pairs, the
-   same number of optimizer steps and the same precision (bf16 autocast on CPU by default).
+   same number of optimizer steps and the same precision (by default the one the `cpu` profile
+   resolves to on this machine: bf16 autocast where this CPU has fast bf16, else float32).
    The pairs are the first training pairs whose prompt + longer reply fits the 384-token limit
    (so alignlib truncates nothing and TRL drops nothing), and TRL reads them in the order of
    alignlib's length-bucketed batches (``train_sampling_strategy="sequential"`` on a dataset laid
@@ -27,9 +28,12 @@ What is compared
    prompts as the two RLOO runs. TRL additionally runs a no-grad forward per iteration for its
    PPO-style "old" log-probabilities (always, even with num_iterations=1); it is timed apart.
 
-3. The machine's limit, measured in the same run: fp32 and bf16 GFLOP/s of a large matmul, and
-   each reward-model trainer's achieved model FLOP/s (real tokens/s x
-   ``reward.train_flops_per_token``) as a fraction of the matmul rate of its precision.
+3. The machine's limit, measured in the same run: GFLOP/s of a large matmul in the precision used
+   (and in fp32), and each reward-model trainer's achieved model FLOP/s (real tokens/s x
+   ``reward.train_flops_per_token``) as a fraction of the matmul rate of that precision.
+
+Both libraries run on the CPU (TRL with ``use_cpu=True``): this compares the two libraries' work on
+the machine the course is sized for, not GPU speed.
 
 How it is timed
 ---------------
@@ -41,7 +45,7 @@ one repeat to the next), with min/max. Peak RSS is sampled every 20 ms (``result
 over a whole run including building the models and the trainer; the RSS before the run is
 recorded too, since in one process the baseline carries what earlier runs left on the heap.
 
-Usage:  HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench.py [--quick] [--out PATH] [--amp none]
+Usage:  HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench.py [--quick] [--out PATH] [--amp auto|none|bf16]
 """
 
 from __future__ import annotations
@@ -68,7 +72,7 @@ from pathlib import Path
 import torch
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
-from alignlib import config, data, models, reinforce, results, reward, rollout
+from alignlib import config, data, models, precision, reinforce, results, reward, rollout
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -79,7 +83,7 @@ ROOT = Path(__file__).resolve().parent.parent
 @dataclass(frozen=True)
 class BenchSettings:
     repeats: int = 3
-    amp: str = "bf16"  # "bf16": bf16 autocast in both libraries; "none": float32 in both
+    amp: str = "auto"  # resolved before the runs: "bf16" (bf16 autocast in both libraries) or "none" (float32)
     # reward-model training
     rm_batch_pairs: int = 8
     rm_warmup_steps: int = 2
@@ -555,7 +559,7 @@ def bench_reward_models(path, tokenizer, prefs, s: BenchSettings, gflops: dict) 
     runs = interleaved({"alignlib": lambda: run_alignlib_rm(path, pairs, cfg, max_length, s),
                         "trl": lambda: run_trl_rm(path, pairs, order, cfg, max_length, s)}, s.repeats, "RM")
     same = same_batches_check(tokenizer, pairs, order, cfg.batch_size, runs["trl"][0]["real_tokens_per_step"])
-    peak = gflops["bf16" if s.amp == "bf16" else "fp32"]
+    peak = gflops["used"]
     flops_per_token = runs["alignlib"][0]["train_flops_per_token"]
     out = {"settings": {"pairs": len(pairs), "batch_pairs": cfg.batch_size, "optimizer_steps": n_steps,
                         "warmup_steps_excluded": s.rm_warmup_steps, "timed_steps": s.rm_timed_steps,
@@ -565,7 +569,7 @@ def bench_reward_models(path, tokenizer, prefs, s: BenchSettings, gflops: dict) 
                         "same_batches_check": same,
                         "alignlib_config": dataclasses.asdict(cfg), "lora": lora_summary(cfg),
                         "train_flops_per_token": flops_per_token,
-                        "matmul_peak_used": f"{'bf16' if s.amp == 'bf16' else 'fp32'} {peak:.1f} GFLOP/s"}}
+                        "matmul_peak_used": f"{gflops['used_dtype']} {peak:.1f} GFLOP/s"}}
     for name, rs in runs.items():
         for r in rs:
             r["model_flops_per_s"] = r["tokens_per_s"] * flops_per_token
@@ -631,7 +635,8 @@ def report_lines(rm: dict, pol: dict, gflops: dict, amp: str) -> list[str]:
 
     a, t = rm["alignlib"], rm["trl"]
     lines = [
-        f"machine          matmul fp32 {gflops['fp32']:.1f} GFLOP/s, bf16 {gflops['bf16']:.1f} GFLOP/s",
+        f"machine          matmul fp32 {gflops['fp32']:.1f} GFLOP/s, {gflops['used_dtype']} (used) "
+        f"{gflops['used']:.1f} GFLOP/s",
         f"RM pairs/s       alignlib {fig(a['pairs_per_s'])}  TRL {fig(t['pairs_per_s'])}  "
         f"ratio {ratio(a['pairs_per_s'], t['pairs_per_s']):.2f}x",
         f"RM tokens/s      alignlib {fig(a['tokens_per_s'], '{:.0f}')}  TRL {fig(t['tokens_per_s'], '{:.0f}')}  "
@@ -639,7 +644,7 @@ def report_lines(rm: dict, pol: dict, gflops: dict, amp: str) -> list[str]:
         f"RM peak RSS MB   alignlib {fig(a['peak_rss_mb'], '{:.0f}')}  TRL {fig(t['peak_rss_mb'], '{:.0f}')}  "
         f"ratio {ratio(a['peak_rss_mb'], t['peak_rss_mb']):.2f}x",
         f"RM matmul frac   alignlib {a['matmul_fraction']['median']:.1%}  TRL {t['matmul_fraction']['median']:.1%}  "
-        f"of the {amp if amp == 'bf16' else 'fp32'} matmul rate  "
+        f"of the {gflops['used_dtype']} matmul rate  "
         f"ratio {ratio(a['matmul_fraction'], t['matmul_fraction']):.2f}x",
     ]
     tr = pol["trl_rloo"]
@@ -663,12 +668,14 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="smoke test: 1 repeat, 2 steps, few pairs/prompts, "
                                                              "8 new tokens")
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "bench.json")
-    parser.add_argument("--amp", choices=("bf16", "none"), default="bf16",
-                        help="bf16 autocast in both libraries (default) or float32 in both")
+    parser.add_argument("--amp", choices=("auto", "bf16", "none"), default="auto",
+                        help="the cpu profile's choice for this machine (default), bf16 autocast in both libraries, "
+                             "or float32 in both")
     parser.add_argument("--repeats", type=int, help="override the number of repeats")
     args = parser.parse_args(argv)
     s = QUICK if args.quick else FULL
-    s = dataclasses.replace(s, amp=args.amp, repeats=args.repeats or s.repeats)
+    used = precision.resolve(args.amp, "cpu")
+    s = dataclasses.replace(s, amp=used.amp, repeats=args.repeats or s.repeats)
 
     clock = results.Timer()
     with quiet():
@@ -678,8 +685,11 @@ def main(argv=None) -> int:
         prefs = data.load_preference_data(config.get_profile("cpu").data)
         print(f"bench: {'quick' if args.quick else 'full'} run, model {source}, data {prefs.source}, "
               f"{env['torch_threads']} torch threads, load average {env['load_average_start'][0]:.1f}", flush=True)
-        gflops = {"fp32": results.matmul_gflops(torch.float32, n=s.matmul_n),
-                  "bf16": results.matmul_gflops(torch.bfloat16, n=s.matmul_n)}
+        print("precision:", used.reason, flush=True)
+        gflops = {"fp32": results.matmul_gflops(torch.float32, n=s.matmul_n), "used_dtype": "fp32"}
+        if s.amp == "bf16":
+            gflops.update(used_dtype="bf16", bf16=results.matmul_gflops(torch.bfloat16, n=s.matmul_n))
+        gflops["used"] = gflops[gflops["used_dtype"]]
         rm = bench_reward_models(path, tokenizer, prefs, s, gflops)
         pol = bench_policies(path, tokenizer, prefs, s)
     env["load_average_end"] = os.getloadavg()
@@ -702,6 +712,7 @@ def main(argv=None) -> int:
         "settings": dataclasses.asdict(s),
         "quick": args.quick,
         "precision": PRECISION_NOTE[s.amp],
+        "precision_reason": used.reason,
         "notes": [
             "TRL's gradient_checkpointing default (True) is turned off in both TRL trainers: alignlib keeps "
             "activations, and recomputing them would be different work.",

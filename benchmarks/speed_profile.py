@@ -2,18 +2,24 @@
 
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/speed_profile.py      (part of `make bench`)
 
-Reward model: (1) bf16/fp32 GEMM rates at the model's own matrix shapes next to a 2048^3 GEMM,
-(2) the torch profiler's split of CPU time over a few cpu-profile training steps of
-`reward.train_reward_model`, grouped into matrix products, attention, LoRA-dropout masks,
-element-wise work, casts and copies, and the rest, and (3) real tokens per second of that loop
-(first step excluded) with SDPA vs eager attention and with LoRA dropout on/off.
+Everything runs in the precision the `cpu` profile resolves to on this machine (`amp="auto"`:
+bf16 only where this CPU multiplies bf16 faster than float32, see alignlib/precision.py).
+
+Reward model: (1) GEMM rates at the model's own matrix shapes next to a 2048^3 GEMM, in float32,
+and in bf16 where bf16 is native (emulated bf16 runs ~100x slower: its rate from the precision
+probe is recorded instead), (2) the torch profiler's split of CPU time over a few cpu-profile
+training steps of `reward.train_reward_model`, grouped into matrix products, attention,
+LoRA-dropout masks, element-wise work, casts and copies, and the rest, and (3) real tokens per
+second of that loop (first step excluded): the profile's precision against forced float32, SDPA
+against eager attention, LoRA dropout on and off.
 
 Policy step: each optimisation against what it replaced, on the real policy: sampling with
-`rollout.NucleusWarper` vs transformers' TopPLogitsWarper, the gradient's nucleus
-(`rollout.top_p_mask` vs the full sort `top_p_mask_by_sort`) with the nucleus sizes seen, and
-fused vs for-loop AdamW over the policy's parameters.
+`rollout.NucleusWarper` vs transformers' TopPLogitsWarper, the dynamic vs the static KV cache
+(`rollout.kv_cache_for` takes the faster one on CPU), the gradient's nucleus (`rollout.top_p_mask`
+vs the full sort `top_p_mask_by_sort`) with the nucleus sizes seen, and fused vs for-loop AdamW
+over the policy's parameters.
 
-The report reads the record. Takes about 5 minutes on 2 cores; run it on an idle machine.
+The report reads the record. Run it on an idle machine.
 """
 
 import contextlib
@@ -25,10 +31,10 @@ from pathlib import Path
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from alignlib import config, data, models, results, reward, rollout
+from alignlib import config, data, models, precision, results, reward, rollout
 from bench import StepClock, pick_prompts, spread  # benchmarks/bench.py
 
-STEPS = 6
+STEPS = 4
 OUT = Path(__file__).resolve().parent.parent / "results" / "speed_profile.json"
 REPEATS = 3
 GROUPS = {  # torch op name -> group; anything else is "other"
@@ -68,27 +74,32 @@ def policy_optimisations(tokenizer, pairs) -> dict:
     """Each speed-up of the policy step timed against what it replaced, on the real policy."""
     from transformers.generation.logits_process import TopPLogitsWarper
 
-    from alignlib.reward import autocast
-
     rl = config.get_profile("cpu").reinforce
+    autocast = lambda: precision.autocast(rl.amp, torch.device("cpu"))
     policy = models.load_policy()
     prompts = pick_prompts(tokenizer, pairs, rl.prompts_per_iter, 128)
     ids, mask = rollout.left_pad(rollout.encode_prompts(tokenizer, prompts), tokenizer.pad_token_id)
     out = {"prompts": len(prompts), "new_tokens": rl.max_new_tokens, "top_p": rl.top_p, "repeats": REPEATS}
 
-    def generate(warper):
+    def generate(warper, cache="dynamic"):
         torch.manual_seed(0)
-        with torch.no_grad(), autocast("bf16", torch.device("cpu")):
+        width = max(ids.shape[1], rl.max_prompt_tokens)  # as rollout.sample sizes it
+        static = ({"cache_implementation": "static", "max_cache_len": width + rl.max_new_tokens}
+                  if cache == "static" else {})
+        with torch.no_grad(), autocast():
             return policy.generate(input_ids=ids, attention_mask=mask, max_new_tokens=rl.max_new_tokens,
                                    min_new_tokens=rl.max_new_tokens, do_sample=True, top_p=1.0, top_k=0,
                                    temperature=1.0, logits_processor=[warper], pad_token_id=tokenizer.pad_token_id,
-                                   eos_token_id=tokenizer.eos_token_id)
+                                   eos_token_id=tokenizer.eos_token_id, **static)
 
     out["sampling_s"] = {"transformers TopPLogitsWarper": median_seconds(lambda: generate(TopPLogitsWarper(rl.top_p))),
                          "rollout.NucleusWarper": median_seconds(lambda: generate(rollout.NucleusWarper(rl.top_p)))}
+    out["kv_cache_s"] = {cache: median_seconds(lambda: generate(rollout.NucleusWarper(rl.top_p), cache))
+                         for cache in ("dynamic", "static")}
+    out["kv_cache_used_on_cpu"] = rollout.kv_cache_for(torch.device("cpu"))
 
     sequences = generate(rollout.NucleusWarper(rl.top_p))
-    with torch.no_grad(), autocast("bf16", torch.device("cpu")):
+    with torch.no_grad(), autocast():
         full_mask = torch.cat([mask, torch.ones_like(sequences[:, ids.shape[1]:])], dim=1)
         logits = policy(input_ids=sequences, attention_mask=full_mask, logits_to_keep=rl.max_new_tokens + 1,
                         use_cache=False).logits[:, :-1].float()
@@ -111,22 +122,30 @@ def policy_optimisations(tokenizer, pairs) -> dict:
 
 def main():
     start = time.perf_counter()
-    gemm = {}
-    for shape in [(2048, 2048, 2048), (3000, 576, 1536), (3000, 1536, 576), (3000, 576, 576)]:
-        bf16, fp32 = (results.matmul_gflops(dtype, repeats=20, shape=shape) for dtype in (torch.bfloat16, torch.float32))
-        gemm["x".join(map(str, shape))] = {"bf16": bf16, "fp32": fp32}
-        print(shape, f"bf16 {bf16:.0f} GFLOP/s, fp32 {fp32:.0f}")
-
     profile_cfg = config.get_profile("cpu")
     cfg = config.with_overrides(profile_cfg.rm_scalar, max_steps=STEPS)
+    used = precision.resolve(cfg.amp, "cpu")
+    print("precision:", used.reason)
+    gemm = {}
+    for shape in [(2048, 2048, 2048), (3000, 576, 1536), (3000, 1536, 576), (3000, 576, 576)]:
+        rates = {"fp32": results.matmul_gflops(torch.float32, repeats=20, shape=shape)}
+        if used.amp == "bf16":  # native bf16; emulated bf16 would take minutes per shape
+            rates["bf16"] = results.matmul_gflops(torch.bfloat16, repeats=20, shape=shape)
+        gemm["x".join(map(str, shape))] = rates
+        print(shape, ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in rates.items()))
+
     tokenizer = models.load_tokenizer()
     train_pairs = data.load_preference_data(profile_cfg.data).train
     pairs = train_pairs[: cfg.batch_size * STEPS]
 
     split, variants = None, {}
-    for attn, dropout, with_profiler in (("sdpa", cfg.lora_dropout, True), ("sdpa", cfg.lora_dropout, False),
-                                         ("eager", cfg.lora_dropout, False), ("sdpa", 0.0, False)):
-        run_cfg = config.with_overrides(cfg, lora_dropout=dropout)
+    label = {cfg.amp: f"{cfg.amp} ({used.amp})", "none": "forced float32"}
+    for attn, dropout, amp, with_profiler in (("sdpa", cfg.lora_dropout, cfg.amp, True),
+                                              ("sdpa", cfg.lora_dropout, cfg.amp, False),
+                                              ("sdpa", cfg.lora_dropout, "none", False),
+                                              ("eager", cfg.lora_dropout, cfg.amp, False),
+                                              ("sdpa", 0.0, cfg.amp, False)):
+        run_cfg = config.with_overrides(cfg, lora_dropout=dropout, amp=amp)
         model = models.new_reward_model(run_cfg)
         model.get_base_model().set_attn_implementation(attn)
         tracing = profile(activities=[ProfilerActivity.CPU]) if with_profiler else contextlib.nullcontext()
@@ -138,16 +157,19 @@ def main():
             split = time_split(prof)
             continue
         tokens_per_s = sum(history["tokens"][1:]) / clock.window(1, STEPS - 1)
-        variants[f"attention {attn}, LoRA dropout {dropout}"] = tokens_per_s
-        print(f"attention {attn}, LoRA dropout {dropout}: {tokens_per_s:.0f} real tokens/s")
+        name = f"precision {label[amp]}, attention {attn}, LoRA dropout {dropout}"
+        variants[name] = tokens_per_s
+        print(f"{name}: {tokens_per_s:.0f} real tokens/s")
 
     for group, share in split.items():
         print(f"{share:6.1%}  {group}")
     policy = policy_optimisations(tokenizer, train_pairs)
     print(json.dumps(results._clean(policy), indent=1))
     record = {
-        "what": "reward model: torch profiler over reward.train_reward_model, cpu profile, bf16 autocast, batches of "
-                f"{cfg.batch_size} packed pairs, {STEPS} steps; shares of self CPU time",
+        "what": "reward model: torch profiler over reward.train_reward_model, cpu profile, precision "
+                f"{used.amp}, batches of {cfg.batch_size} packed pairs, {STEPS} steps; shares of self CPU time",
+        "precision": precision.describe(cfg.amp, "cpu"),
+        "precision_probe_gflops": precision.cpu_matmul_gflops(),
         "steps": STEPS,
         "time_split": split,
         "tokens_per_s": variants,

@@ -3,19 +3,21 @@ import math
 import re
 
 import pytest
+import torch
 
 from alignlib import results
 
 
 @pytest.fixture
 def records_in(tmp_path, monkeypatch):
+    monkeypatch.delenv("ALIGNLIB_AMP", raising=False)
     monkeypatch.setattr(results, "results_dir", lambda profile: tmp_path)
     return tmp_path
 
 
 def write(name, metrics):
     return results.write_record(name, "smoke", model_source="tiny", data_source="test", seed=0, wall_time_s=1.23,
-                                config={"lr": 1e-3}, metrics=metrics)
+                                config={"lr": 1e-3}, metrics=metrics, amp="none")
 
 
 def test_record_carries_the_common_fields_and_the_code_version(records_in):
@@ -23,8 +25,10 @@ def test_record_carries_the_common_fields_and_the_code_version(records_in):
     record = json.loads(path.read_text())
     assert set(results.REQUIRED) <= set(record)
     assert record["metrics"] == {"accuracy": 0.5} and record["wall_time_s"] == 1.2
-    # this checkout is a git repository: a 12-digit commit, maybe marked dirty
-    assert re.fullmatch(r"[0-9a-f]{12}(\+dirty)?", record["code_version"])
+    # a 12-digit commit (maybe marked dirty) in a git checkout; "unknown" in a copy without .git (a zip download)
+    in_git = (results.ROOT / ".git").exists()
+    assert re.fullmatch(r"[0-9a-f]{12}(\+dirty)?" if in_git else "unknown", record["code_version"])
+    assert record["device"] == ("cuda" if torch.cuda.is_available() else "cpu") and record["precision"] == "none"
 
 
 def test_record_with_a_non_finite_number_is_refused(records_in):

@@ -152,17 +152,6 @@ def test_save_and_reload_gives_the_same_scores(tiny_rm, tokenizer, tmp_path):
     assert np.abs(a["chosen"]).max() > 0.1
 
 
-def test_amp_modes():
-    cpu = torch.device("cpu")
-    assert not torch.is_autocast_enabled("cpu")
-    with reward.autocast("fp16", cpu):  # a GPU switch: skipped on CPU
-        assert not torch.is_autocast_enabled("cpu")
-    with reward.autocast("bf16", cpu):
-        assert torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
-    with pytest.raises(ValueError, match="unknown amp"):
-        reward.autocast("fp8", cpu)
-
-
 def test_scorer_refuses_a_tokenizer_of_another_model(tokenizer):
     from peft import get_peft_model
     from transformers import LlamaConfig, LlamaForSequenceClassification

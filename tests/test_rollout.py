@@ -130,3 +130,21 @@ def test_sampling_is_seeded(tiny_policy, tokenizer):
     b = rollout.sample(tiny_policy, tokenizer, prompts, 5, top_p=0.9, seed=1).texts
     c = rollout.sample(tiny_policy, tokenizer, prompts, 5, top_p=0.9, seed=2).texts
     assert a == b and a != c
+
+
+@pytest.mark.parametrize("do_sample", [True, False])
+def test_static_cache_gives_the_same_tokens_as_the_dynamic_cache(tiny_policy, tokenizer, do_sample):
+    """The static cache (used on GPUs, where transformers compiles the decoding step) must not change
+    what is sampled: same seed, same tokens, for prompts of different lengths in one batch and for a
+    second batch of another width that reuses the cache."""
+    batches = [[[{"role": "user", "content": "Hi"}], [{"role": "user", "content": "Tell me about the sea and rain"}]],
+               [[{"role": "user", "content": "Why is the sky blue? Explain it in two short sentences please."}]]]
+    for prompts in batches:
+        runs = [rollout.sample(tiny_policy, tokenizer, prompts, 12, top_p=0.9, do_sample=do_sample, seed=3,
+                               max_prompt_tokens=64, cache=cache) for cache in ("dynamic", "static")]
+        assert torch.equal(runs[0].input_ids, runs[1].input_ids) and runs[0].texts == runs[1].texts
+        assert runs[0].resp_len > 0
+    assert rollout.kv_cache_for(torch.device("cpu")) == "dynamic"
+    assert rollout.kv_cache_for(torch.device("cuda")) == "static"
+    with pytest.raises(ValueError, match="unknown KV cache 'paged'"):
+        rollout.sample(tiny_policy, tokenizer, batches[1], 2, cache="paged")

@@ -1,0 +1,179 @@
+"""Precision chosen by the hardware, and fp16 loss scaling: a skipped step is counted, not fatal."""
+
+import json
+import platform
+
+import numpy as np
+import pytest
+import torch
+
+from alignlib import checkpoint, config, precision, reinforce, results, reward
+from test_reinforce import PROMPTS, toy_reward
+from test_reward import toy_pairs
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(autouse=True)
+def no_amp_override(monkeypatch):
+    monkeypatch.delenv(precision.AMP_ENV, raising=False)
+
+
+def test_explicit_settings_are_used_as_asked_and_unknown_ones_refused():
+    for amp in ("none", "fp16", "bf16"):
+        assert config.resolve_amp(amp, CPU) == amp
+    with pytest.raises(ValueError, match="unknown precision 'fp8'.*auto, none, fp16, bf16"):
+        config.resolve_amp("fp8", CPU)
+
+
+def test_auto_on_cpu_takes_bf16_only_where_it_measures_faster(monkeypatch):
+    monkeypatch.setattr(precision, "cpu_matmul_gflops", lambda: {"fp32": 110.0, "bf16": 0.9})
+    slow = precision.resolve("auto", CPU)
+    assert slow.amp == "none" and "bf16 0.9 vs fp32 110.0 GFLOP/s" in slow.reason
+    monkeypatch.setattr(precision, "cpu_matmul_gflops", lambda: {"fp32": 110.0, "bf16": 900.0})
+    assert precision.resolve("auto", CPU).amp == "bf16"
+    monkeypatch.setattr(precision, "cpu_matmul_gflops", lambda: {"fp32": 110.0, "bf16": 120.0})
+    assert precision.resolve("auto", CPU).amp == "none"  # too small a gain to pay for the casts
+
+
+@pytest.mark.skipif(platform.machine() != "x86_64" or bool(precision.cpu_bf16_flags()),
+                    reason="only an x86 CPU without native bf16 (AVX2 only) must fall back to float32")
+def test_auto_picks_float32_on_a_cpu_without_native_bf16():
+    rates = precision.cpu_matmul_gflops()
+    assert rates["bf16"] < rates["fp32"]  # emulated bf16 is slower than float32 here
+    assert config.resolve_amp("auto", CPU) == "none"
+
+
+def test_auto_on_cuda_follows_bf16_support(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Tesla T4")
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
+    assert precision.resolve_amp("auto", "cuda") == "fp16"
+    with pytest.raises(ValueError, match="Tesla T4 has no bfloat16.*fp16"):
+        precision.resolve_amp("bf16", "cuda")
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
+    assert precision.resolve_amp("auto", "cuda") == "bf16"
+
+
+def test_environment_overrides_the_config(monkeypatch):
+    monkeypatch.setenv(precision.AMP_ENV, "fp16")
+    p = precision.resolve("none", CPU)
+    assert p.amp == "fp16" and "$ALIGNLIB_AMP" in p.reason
+    monkeypatch.setenv(precision.AMP_ENV, "half")
+    with pytest.raises(ValueError, match="unknown precision 'half' \\(\\$ALIGNLIB_AMP\\)"):
+        precision.resolve("none", CPU)
+
+
+def test_autocast_runs_every_precision_on_cpu():
+    layer = torch.nn.Linear(4, 4)
+    x = torch.randn(2, 4)
+    for amp, dtype in (("none", torch.float32), ("fp16", torch.float16), ("bf16", torch.bfloat16)):
+        with precision.autocast(amp, CPU):
+            assert layer(x).dtype == dtype
+    assert not torch.is_autocast_enabled("cpu")
+
+
+def test_record_states_the_precision_and_why(tmp_path, monkeypatch):
+    monkeypatch.setattr(results, "results_dir", lambda profile: tmp_path)
+    path = results.write_record("run", "smoke", model_source="tiny", data_source="test", seed=0, wall_time_s=1.0,
+                                config={}, metrics={"grad_norms": [1.0, None]}, amp="fp16")
+    record = json.loads(path.read_text())
+    assert (record["device"], record["precision"], record["precision_requested"]) == ("cpu", "fp16", "fp16")
+    assert "set by the config" in record["precision_reason"]
+
+
+def test_raise_if_stuck_counts_only_skips_in_a_row():
+    n = precision.MAX_SKIPS_IN_A_ROW
+    precision.raise_if_stuck([None] * (n - 1), "here")
+    precision.raise_if_stuck([None] * n + [0.5], "here")  # a good step ends the streak
+    with pytest.raises(FloatingPointError, match=f"skipped {n} steps in a row here"):
+        precision.raise_if_stuck([0.5] + [None] * n, "here")
+    assert precision.skipped_steps([None, 1.0, None]) == 2
+
+
+class InfOnce:
+    """A gradient hook that turns the gradient into inf on the backward passes listed in `at`."""
+
+    def __init__(self, at):
+        self.at, self.calls = set(at), 0
+
+    def __call__(self, grad):
+        self.calls += 1
+        return grad * float("inf") if self.calls in self.at else grad
+
+
+def trainable(model):
+    return next(p for n, p in model.named_parameters() if p.requires_grad and "lora_B" in n)
+
+
+def test_fp16_rm_training_skips_overflowing_steps_and_goes_on(tiny_rm, tokenizer, tmp_path, monkeypatch):
+    """The full profile's Level 2 setting (fp16 autocast with loss scaling) on CPU. The scaler starts
+    at 2**16, so the first steps overflow and are skipped until the scale is small enough (as on a
+    GPU); an inf gradient injected later is skipped too. A skipped step leaves the weights alone and
+    halves the scale; training goes on and the record is written."""
+    cfg = config.with_overrides(config.get_profile("full").rm_prob, batch_size=4, max_steps=None, epochs=4, lr=5e-3)
+    model = tiny_rm(num_labels=10)
+    injected = 9  # the 10th backward pass = step 9 (no accumulation)
+    trainable(model).register_hook(InfOnce(at={injected + 1}))
+    weights = lambda: {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    snapshots, scales = [weights()], []
+    original_step = precision.clip_and_step
+
+    def spy(optimizer, scaler, params, max_grad_norm, where):
+        norm = original_step(optimizer, scaler, params, max_grad_norm, where)
+        snapshots.append(weights())
+        scales.append(scaler.get_scale())
+        return norm
+
+    monkeypatch.setattr(precision, "clip_and_step", spy)
+    hist = reward.train_reward_model(model, tokenizer, toy_pairs(), cfg, 128, progress=False,
+                                     checkpoint_dir=tmp_path / "ckpt", checkpoint_every=6)
+    norms = hist["grad_norm"]
+    assert len(norms) == 12 and norms[0] is None  # 2**16 is too large a scale for this model at first
+    natural = next(i for i, g in enumerate(norms) if g is not None)
+    assert natural < injected and all(g is not None for g in norms[natural:injected])
+    assert norms[injected] is None and all(g is not None and np.isfinite(g) for g in norms[injected + 1:])
+    assert precision.skipped_steps(norms) == natural + 1
+    for step in (*range(natural), injected):  # skipped: weights untouched, scale halved
+        assert all(torch.equal(snapshots[step][n], snapshots[step + 1][n]) for n in snapshots[0])
+        assert scales[step] == (scales[step - 1] if step else 2.0**16) / 2
+    assert any(not torch.equal(snapshots[0][n], snapshots[-1][n]) for n in snapshots[0])  # it trained
+    assert np.mean(hist["loss"][-3:]) < np.mean(hist["loss"][natural:natural + 3])
+    state = torch.load(checkpoint.latest(tmp_path / "ckpt") / "state.pt", weights_only=False)
+    assert state["extra"]["scaler"]["scale"] == scales[-1]
+    monkeypatch.setattr(results, "results_dir", lambda profile: tmp_path)
+    results.write_record("rm_prob", "smoke", model_source="tiny", data_source="test", seed=0, wall_time_s=1.0,
+                         config={}, metrics={"skipped_steps": precision.skipped_steps(norms)}, amp=cfg.amp, curve=hist)
+    assert json.loads((tmp_path / "rm_prob.json").read_text())["curve"]["grad_norm"][injected] is None
+
+
+def test_fp16_overflow_at_every_step_stops_with_a_clear_error(tiny_rm, tokenizer):
+    cfg = config.with_overrides(config.get_profile("full").rm_prob, batch_size=4, max_steps=None, epochs=10)
+    model = tiny_rm(num_labels=10)
+    trainable(model).register_hook(InfOnce(at=range(1, 1000)))
+    with pytest.raises(FloatingPointError, match="skipped 20 steps in a row at step 19"):
+        reward.train_reward_model(model, tokenizer, toy_pairs(), cfg, 128, progress=False)
+
+
+def test_float32_overflow_is_fatal(tiny_rm, tokenizer):
+    """Without loss scaling nothing can absorb an inf gradient: stop, naming the step."""
+    cfg = config.with_overrides(config.get_profile("full").rm_scalar, batch_size=4, max_steps=3)
+    model = tiny_rm()
+    trainable(model).register_hook(InfOnce(at={2}))
+    with pytest.raises(FloatingPointError, match="non-finite gradient norm at step 1"):
+        reward.train_reward_model(model, tokenizer, toy_pairs(), cfg, 128, progress=False)
+
+
+def test_fp16_reinforce_skips_an_overflowing_step_and_goes_on(tokenizer):
+    from transformers import LlamaForCausalLM
+
+    from conftest import tiny_config
+
+    torch.manual_seed(0)
+    policy = LlamaForCausalLM(tiny_config(tokenizer))
+    policy.model.norm.weight.register_hook(InfOnce(at={2}))
+    cfg = config.with_overrides(config.get_profile("smoke").reinforce, iterations=4, prompts_per_iter=2,
+                                max_new_tokens=4, lr=1e-3, amp="fp16")
+    hist = reinforce.train_reinforce(policy, tokenizer, toy_reward, PROMPTS, cfg, progress=False)
+    assert hist["iteration"] == [1, 2, 3, 4]
+    assert hist["grad_norm"][1] is None and all(g is not None for g in hist["grad_norm"][2:])
+    assert reinforce.summarize_history(hist)["skipped_steps"] == 1 + (hist["grad_norm"][0] is None)
