@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.alignlib-setup
 NOTEBOOKS := $(sort $(wildcard notebooks/0*.ipynb))
 
-.PHONY: setup test report bench clean-smoke
+.PHONY: setup test report bench colab-links
 
 setup: $(STAMP)
 
@@ -22,6 +22,7 @@ $(STAMP): requirements.txt pyproject.toml
 
 test: setup
 	HF_HUB_OFFLINE=1 $(PY) -m pytest tests --ignore=tests/test_report.py
+	rm -rf checkpoints/smoke results/smoke  # smoke runs start fresh: a leftover checkpoint would skip their training
 	HF_HUB_OFFLINE=1 ALIGNLIB_PROFILE=smoke $(PY) -m pytest --nbval-lax -p no:cacheprovider notebooks
 	HF_HUB_OFFLINE=1 ALIGNLIB_PROFILE=smoke $(PY) -m pytest tests/test_report.py
 
@@ -45,3 +46,7 @@ bench: setup
 	$(PY) -m pip install -q --disable-pip-version-check -r benchmarks/requirements.txt
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench.py
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/speed_profile.py
+
+# make colab-links   point the Colab badges and clone cells at [project.urls] Repository of pyproject.toml
+colab-links:
+	python3 report/colab_links.py

@@ -120,6 +120,24 @@ def policy_optimisations(tokenizer, pairs) -> dict:
     return out
 
 
+def reinforce_iteration(tokenizer, pairs, iterations: int = 3) -> dict:
+    """Seconds per REINFORCE iteration of the cpu profile here (real policy, the published scalar RM,
+    the profile's precision), first iteration excluded, split into generate / score / backward."""
+    from alignlib import reinforce
+
+    rl = config.with_overrides(config.get_profile("cpu").reinforce, iterations=iterations)
+    rm = models.load_reward_model(results.ROOT / "results" / "cpu" / "adapters" / "rm_scalar", num_labels=1)
+    scorer = reward.RewardScorer(rm, tokenizer, config.get_profile("cpu").data.max_length, 16, rl.amp)
+    prompts = pick_prompts(tokenizer, pairs, 4 * rl.prompts_per_iter, rl.max_prompt_tokens)
+    history = reinforce.train_reinforce(models.load_policy(), tokenizer, scorer.score, prompts, rl, progress=False)
+    out = {"prompts_per_iter": rl.prompts_per_iter, "max_new_tokens": rl.max_new_tokens,
+           "iterations_timed": iterations - 1}
+    for key in ("iteration", "generate", "score", "backward"):
+        out[f"sec_{key}"] = spread(history[f"time/{key}"][1:])
+    out["reply_tokens_mean"] = spread(history["response/length"][1:])
+    return out
+
+
 def main():
     start = time.perf_counter()
     profile_cfg = config.get_profile("cpu")
@@ -165,6 +183,8 @@ def main():
         print(f"{share:6.1%}  {group}")
     policy = policy_optimisations(tokenizer, train_pairs)
     print(json.dumps(results._clean(policy), indent=1))
+    iteration = reinforce_iteration(tokenizer, train_pairs)
+    print(json.dumps(results._clean(iteration), indent=1))
     record = {
         "what": "reward model: torch profiler over reward.train_reward_model, cpu profile, precision "
                 f"{used.amp}, batches of {cfg.batch_size} packed pairs, {STEPS} steps; shares of self CPU time",
@@ -175,6 +195,7 @@ def main():
         "tokens_per_s": variants,
         "gemm_gflops": gemm,
         "policy_optimisations": policy,
+        "reinforce_iteration": iteration,
         "profiler": "torch.profiler (CPU activities)",
         "environment": {"torch": torch.__version__, "threads": torch.get_num_threads(), "hardware": results.hardware()},
         "code_version": results.code_version(),

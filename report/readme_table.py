@@ -109,11 +109,12 @@ def bench_table() -> str:
         row("policy step, peak RSS", pol["alignlib_rloo"]["peak_rss_mb"], pol["trl_rloo"]["peak_rss_mb"],
             b["policy_peak_rss_ratio_vs_trl"]),
         "",
-        f"Reward-model training reaches {b['rm_matmul_fraction']:.1%} of this machine's measured bf16 matmul rate in "
-        f"model FLOPs (TRL: {b['rm_matmul_fraction_trl']:.1%}). Precision: {b['precision'].split(':')[0]}. "
-        f"Measured {b['created'][:10]}; `make bench` took {minutes:.0f} min here (`bench.py` "
-        f"{b['wall_time_s'] / 60:.0f} min). Every raw figure, its spread over repeats and the exact settings of both "
-        "libraries are in `results/bench.json`.",
+        f"Measured on {b['environment']['hardware'].split(', torch')[0]}, {b['created'][:10]}, both libraries on the CPU. "
+        f"Precision: {b['precision'].split(':')[0]} ({b.get('precision_reason', 'set by hand')}). Reward-model training "
+        f"reaches {b['rm_matmul_fraction']:.1%} of this machine's measured "
+        f"{b['matmul_gflops'].get('used_dtype', 'bf16')} matmul rate in model FLOPs (TRL: "
+        f"{b['rm_matmul_fraction_trl']:.1%}). `make bench` took {minutes:.0f} min. Every raw figure, its spread over "
+        "repeats and the exact settings of both libraries are in `results/bench.json`.",
     ])
 
 
@@ -142,6 +143,64 @@ def profile_tables() -> str:
     return "\n".join(lines)
 
 
+# the records each notebook writes; rm_scalar's wall time covers all of notebook 02 (the original-lr run included)
+NOTEBOOK_RECORDS = {"01_data": ["data"], "02_scalar_reward_model": ["rm_scalar"],
+                    "03_reinforce": ["reinforce_ema", "reinforce_rloo", "reinforce_ema_kl"],
+                    "04_probabilistic_reward_model": ["rm_prob", "rm_prob_beats", "reinforce_prob_expected",
+                                                      "reinforce_prob_sampled"],
+                    "05_comparison": ["comparison"]}
+
+
+def costs_table(profile: str = "cpu") -> str:
+    """What the cpu profile costs on the machine that made its records and on this one.
+
+    The recorded column reads the run records. This machine's column reads `make bench`'s records
+    (results/speed_profile.json): its measured training rates, and each notebook's time projected
+    from the recorded time by the ratio of the rates (reward-model records and the comparison by the
+    reward-model training rate, REINFORCE records by the seconds per iteration).
+    """
+    recs = {name: load(profile, name) for names in NOTEBOOK_RECORDS.values() for name in names}
+    old = ROOT / "results" / "bench_native_bf16_cpu.json"
+    prof_path = ROOT / "results" / "speed_profile.json"
+    if not all(recs.values()) or not old.exists() or not prof_path.exists():
+        return "Not all records exist yet: run `make report` and `make bench`."
+    old, prof = json.loads(old.read_text()), json.loads(prof_path.read_text())
+    here = prof["precision"]
+    auto_key = next(k for k in prof["tokens_per_s"] if k.startswith("precision auto") and "sdpa" in k
+                    and k.endswith(str(recs["rm_scalar"]["config"]["rm"]["lora_dropout"])))
+    rm_rate_then, rm_rate_here = recs["rm_scalar"]["metrics"]["train_tokens_per_s"], prof["tokens_per_s"][auto_key]
+    it_then = recs["reinforce_ema"]["metrics"]["sec_per_iter"]
+    it_here = prof["reinforce_iteration"]["sec_iteration"]["median"]
+    scale = {name: (it_here / it_then if name.startswith("reinforce") else
+                    1.0 if name == "data" else rm_rate_then / rm_rate_here) for name in recs}
+    probe = prof["precision_probe_gflops"]
+    lines = ["| `cpu` profile | 2-core x86_64 with native bf16 (made the committed records) "
+             f"| {prof['environment']['hardware'].split(', torch')[0]} (`make bench` here) |", "|---|---|---|",
+             f"| precision | bf16 autocast (the profile's setting then) | {here['precision_reason']} |",
+             f"| matrix product, GFLOP/s (2048³) | fp32 {old['matmul_gflops']['fp32']:.0f}, bf16 "
+             f"{old['matmul_gflops']['bf16']:.0f} | fp32 {prof['gemm_gflops']['2048x2048x2048']['fp32']:.0f}, "
+             f"bf16 {probe['bf16']:.1f} (probe shape) |",
+             f"| reward-model training, real tokens/s | {rm_rate_then:.0f} | {rm_rate_here:.0f} |",
+             f"| REINFORCE, s per iteration ({recs['reinforce_ema']['config']['reinforce']['prompts_per_iter']} "
+             f"prompts, {recs['reinforce_ema']['config']['reinforce']['max_new_tokens']} new tokens) "
+             f"| {it_then:.1f} | {it_here:.1f} |"]
+    total_then = total_here = 0.0
+    for nb, names in NOTEBOOK_RECORDS.items():
+        then = sum(recs[n]["wall_time_s"] for n in names)
+        projected = sum(recs[n]["wall_time_s"] * scale[n] for n in names)
+        peak = max(recs[n]["peak_memory_mb"] for n in names) / 1024
+        total_then, total_here = total_then + then, total_here + projected
+        lines.append(f"| notebook {nb} | {then / 60:.0f} min, peak memory {peak:.1f} GB | ~{projected / 60:.0f} min "
+                     "(projected) |")
+    lines.append(f"| all notebooks (`make report`) | {total_then / 60:.0f} min | ~{total_here / 60:.0f} min (projected) |")
+    return "\n".join(lines) + (
+        "\n\nRecorded times add up the `wall_time_s` of each notebook's run records (model loading between runs "
+        "excluded); peak memory is the notebook process's peak resident memory. Projected times scale each recorded "
+        "time by the ratio of the training rates measured by `make bench` on this machine "
+        "(`results/speed_profile.json`): they are estimates, not runs. The machine that made the records is "
+        "described by its own `make bench` record, `results/bench_native_bf16_cpu.json`.")
+
+
 def replace_between(text: str, start: str, end: str, body: str) -> str:
     if start not in text or end not in text:
         raise SystemExit(f"README.md lacks the {start} / {end} markers")
@@ -155,6 +214,7 @@ def update_readme(profile: str) -> None:
     text = replace_between(readme.read_text(), START, END, table(profile))
     text = replace_between(text, "<!-- bench:start -->", "<!-- bench:end -->", bench_table())
     text = replace_between(text, "<!-- profile:start -->", "<!-- profile:end -->", profile_tables())
+    text = replace_between(text, "<!-- costs:start -->", "<!-- costs:end -->", costs_table())
     readme.write_text(text)
 
 
