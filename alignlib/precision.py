@@ -73,14 +73,15 @@ def cpu_matmul_gflops(repeats: int = 3) -> dict:
     return rates
 
 
-def cpu_bf16_flags() -> list[str]:
-    """The CPU's native bf16 features named in /proc/cpuinfo (Linux x86), e.g. ['amx_bf16', 'avx512_bf16']."""
+@functools.lru_cache(maxsize=None)
+def cpu_bf16_flags() -> tuple[str, ...]:
+    """The CPU's native bf16 features named in /proc/cpuinfo (Linux x86), e.g. ('amx_bf16', 'avx512_bf16')."""
     try:
         with open("/proc/cpuinfo") as f:
             flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
     except OSError:
-        return []
-    return sorted(f for f in flags if f in ("amx_bf16", "avx512_bf16"))
+        return ()
+    return tuple(sorted(f for f in flags if f in ("amx_bf16", "avx512_bf16")))
 
 
 def resolve(amp: str, device: torch.device | str) -> Precision:

@@ -16,9 +16,10 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
-REQUIRED = ("profile", "model_source", "data_source", "seed", "wall_time_s", "peak_memory_mb", "config", "metrics")
-# written by write_record since the precision became the hardware's choice; older records lack them
-PRECISION_FIELDS = ("device", "precision", "precision_requested", "precision_reason")
+# every record carries these; records made before the precision fields existed got them from their own
+# config (report/migrate_precision.py)
+REQUIRED = ("profile", "model_source", "data_source", "seed", "wall_time_s", "peak_memory_mb", "config", "metrics",
+            "device", "precision", "precision_requested", "precision_reason")
 
 
 def seed_everything(seed: int) -> None:

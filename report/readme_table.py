@@ -73,6 +73,15 @@ def table(profile: str) -> str:
         if runs:
             parts.append(f"{runs[0][1]['metrics']['n_eval_prompts']} held-out prompts")
         lines.append(", ".join(parts) + ".")
+        used = sorted({r.get("precision", "not recorded") for _, r in rms + runs})
+        lines += ["", "Precision of these runs: " + ", ".join(f"`{p}`" for p in used)
+                  + f" ({(rms or runs)[0][1].get('precision_reason', 'not recorded')})."]
+        data = load(profile, "data")
+        if data:
+            d = data["metrics"]
+            lines += ["", f"Data: {d['n_train'] + d['n_validation'] + d['n_dropped']} pairs read, {d['n_dropped']} "
+                      f"malformed ones dropped and counted (reasons in `data.json`), {d['n_train']} for training and "
+                      f"{d['n_validation']} for validation."]
         versions: dict[str, list[str]] = {}
         for name, r in rms + runs:
             versions.setdefault(r.get("code_version", "not recorded (made before records carried it)"), []).append(name)
@@ -81,41 +90,50 @@ def table(profile: str) -> str:
     return "\n".join(lines)
 
 
+BENCHES = {"today's build machine (`results/bench.json`)": "bench.json",
+           "the machine with native bf16 that made the records (`results/bench_native_bf16_cpu.json`)":
+               "bench_native_bf16_cpu.json"}
+
+
 def bench_table() -> str:
-    """alignlib vs TRL from results/bench.json (`make bench`)."""
-    path = ROOT / "results" / "bench.json"
-    if not path.exists():
+    """alignlib vs TRL from `make bench`'s records: this machine's and that of the machine that made the records."""
+    benches = {label: json.loads((ROOT / "results" / name).read_text())
+               for label, name in BENCHES.items() if (ROOT / "results" / name).exists()}
+    if not benches:
         return "No benchmark record yet: run `make bench`."
-    b = json.loads(path.read_text())
+
+    def cell(b, group, a_name, t_name, key, ratio_key):  # ratio of the medians, and the range the repeats allow
+        a, t = b[group][a_name][key], b[group][t_name][key]
+        return f"{b[ratio_key]:.2f}x ({a['min'] / t['max']:.2f}-{a['max'] / t['min']:.2f}x)"
+
+    rows = [("reward-model training, pairs per second", "reward_model_training", "alignlib", "trl", "pairs_per_s",
+             "rm_pairs_per_s_ratio_vs_trl"),
+            ("reward-model training, real tokens per second", "reward_model_training", "alignlib", "trl", "tokens_per_s",
+             "rm_tokens_per_s_ratio_vs_trl"),
+            ("reward-model training, peak RSS", "reward_model_training", "alignlib", "trl", "peak_rss_mb",
+             "rm_peak_rss_ratio_vs_trl"),
+            ("policy step, sampled replies per second (RLOO k=2 vs RLOOTrainer)", "policy_optimisation",
+             "alignlib_rloo", "trl_rloo", "samples_per_s", "policy_samples_per_s_ratio_vs_trl"),
+            ("policy step, sampled replies per second (EMA vs RLOOTrainer)", "policy_optimisation", "alignlib_ema",
+             "trl_rloo", "samples_per_s", "policy_ema_samples_per_s_ratio_vs_trl"),
+            ("policy step, peak RSS", "policy_optimisation", "alignlib_rloo", "trl_rloo", "peak_rss_mb",
+             "policy_peak_rss_ratio_vs_trl")]
+    lines = ["| alignlib / TRL (same work): ratio of medians (range over repeats) | "
+             + " | ".join(benches) + " |", "|---" * (len(benches) + 1) + "|"]
+    lines += [f"| {label} | " + " | ".join(cell(b, *keys) for b in benches.values()) + " |" for label, *keys in rows]
+    lines.append("| reward-model training, share of the matmul rate (alignlib / TRL) | " + " | ".join(
+        f"{b['rm_matmul_fraction']:.1%} / {b['rm_matmul_fraction_trl']:.1%} of "
+        f"{b['matmul_gflops'].get('used_dtype', 'bf16')}" for b in benches.values()) + " |")
+    lines.append("| precision (both libraries) | " + " | ".join(b["precision"].split(":")[0] for b in benches.values())
+                 + " |")
+    lines.append("| measured | " + " | ".join(f"{b['created'][:10]}, {b['environment']['hardware'].split(', torch')[0]}"
+                                             for b in benches.values()) + " |")
+    b = next(iter(benches.values()))
     prof = ROOT / "results" / "speed_profile.json"
     minutes = b["wall_time_s"] / 60 + (json.loads(prof.read_text())["wall_time_s"] / 60 if prof.exists() else 0)
-    rm, pol = b["reward_model_training"], b["policy_optimisation"]
-
-    def row(label, a, t, ratio):  # ratio of the medians, and the lowest and highest the repeats allow
-        return f"| {label} | {ratio:.2f}x | {a['min'] / t['max']:.2f}-{a['max'] / t['min']:.2f}x |"
-
-    return "\n".join([
-        "| alignlib / TRL (same work) | ratio of medians | range over repeats |", "|---|---|---|",
-        row("reward-model training, pairs per second", rm["alignlib"]["pairs_per_s"], rm["trl"]["pairs_per_s"],
-            b["rm_pairs_per_s_ratio_vs_trl"]),
-        row("reward-model training, real tokens per second", rm["alignlib"]["tokens_per_s"], rm["trl"]["tokens_per_s"],
-            b["rm_tokens_per_s_ratio_vs_trl"]),
-        row("reward-model training, peak RSS", rm["alignlib"]["peak_rss_mb"], rm["trl"]["peak_rss_mb"],
-            b["rm_peak_rss_ratio_vs_trl"]),
-        row("policy step, sampled replies per second (RLOO k=2 vs RLOOTrainer)", pol["alignlib_rloo"]["samples_per_s"],
-            pol["trl_rloo"]["samples_per_s"], b["policy_samples_per_s_ratio_vs_trl"]),
-        row("policy step, sampled replies per second (EMA vs RLOOTrainer)", pol["alignlib_ema"]["samples_per_s"],
-            pol["trl_rloo"]["samples_per_s"], b["policy_ema_samples_per_s_ratio_vs_trl"]),
-        row("policy step, peak RSS", pol["alignlib_rloo"]["peak_rss_mb"], pol["trl_rloo"]["peak_rss_mb"],
-            b["policy_peak_rss_ratio_vs_trl"]),
-        "",
-        f"Measured on {b['environment']['hardware'].split(', torch')[0]}, {b['created'][:10]}, both libraries on the CPU. "
-        f"Precision: {b['precision'].split(':')[0]} ({b.get('precision_reason', 'set by hand')}). Reward-model training "
-        f"reaches {b['rm_matmul_fraction']:.1%} of this machine's measured "
-        f"{b['matmul_gflops'].get('used_dtype', 'bf16')} matmul rate in model FLOPs (TRL: "
-        f"{b['rm_matmul_fraction_trl']:.1%}). `make bench` took {minutes:.0f} min. Every raw figure, its spread over "
-        "repeats and the exact settings of both libraries are in `results/bench.json`.",
-    ])
+    return "\n".join(lines) + (
+        f"\n\nBoth libraries run on the CPU. `make bench` took {minutes:.0f} min on today's build machine. Every raw "
+        "figure, its spread over repeats and the exact settings of both libraries are in the records.")
 
 
 def profile_tables() -> str:

@@ -43,6 +43,8 @@ def test_report_shows_the_numbers_of_its_records(pdf_text):
     assert f"[{fmt(lo)}, {fmt(hi)}]" in pdf_text
     assert fmt(ema["metrics"]["distinct2_rl"]) in pdf_text
     assert f"Profile {PROFILE}" in pdf_text
+    used = {"none": "float32", "fp16": "fp16 autocast with loss scaling"}.get(ema["precision"], f"{ema['precision']} autocast")
+    assert f"computed in {used}" in pdf_text  # the precision the record states, not a fixed claim
 
 
 def test_report_shows_level_2_and_the_cross_judging(pdf_text):
