@@ -177,10 +177,11 @@ def kv_cache_for(device: torch.device) -> str:
     """The KV cache `sample` uses on `device`: "static" on CUDA, "dynamic" elsewhere.
 
     On a GPU, a 135M model's decoding step is bound by kernel launches and Python, not arithmetic:
-    a static cache lets transformers compile the step (torch.compile, CUDA graphs), about 5x faster
-    per token on an H100 (issue 13's measurement). On a CPU transformers does not compile, and the
-    static cache attends over its whole preallocated length at every step, so the dynamic cache is
-    faster there (`benchmarks/speed_profile.py` measures both: results/speed_profile.json).
+    a static cache lets transformers compile the step (torch.compile with CUDA graphs; issue 13 measured
+    6 ms instead of 28-37 ms per step on an H100). On a CPU transformers does not compile, and the two
+    caches sample equally fast within run-to-run noise (`benchmarks/speed_profile.py` times them in
+    interleaved pairs: results/speed_profile.json), so a CPU keeps transformers' default, the dynamic
+    cache, which allocates only what a batch uses.
     """
     return "static" if device.type == "cuda" else "dynamic"
 
@@ -191,8 +192,9 @@ def sample(model, tokenizer, prompts, max_new_tokens: int, top_p: float = 1.0, t
            amp: str = "none", cache: str | None = None) -> Rollout:
     """Sample one reply per prompt with the KV cache (prompts left-padded into one batch).
 
-    `cache` is "dynamic" or "static" (None: `kv_cache_for` the model's device). Both give the same
-    tokens for the same seed. A static cache is sized for `max_prompt_tokens + max_new_tokens` when
+    `cache` is "dynamic" or "static" (None: `kv_cache_for` the model's device). Both sample from the
+    same distribution and give the same tokens for the same seed up to float rounding (attention over
+    the static cache's longer, masked length sums in another order). A static cache is sized for `max_prompt_tokens + max_new_tokens` when
     the prompt budget is given, so that batches of other prompt lengths reuse it (and its compiled
     decoding step) instead of reallocating it.
     """

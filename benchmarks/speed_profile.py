@@ -1,6 +1,7 @@
 """Where the time goes, and what each speed-up of the policy step buys; writes results/speed_profile.json.
 
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/speed_profile.py      (part of `make bench`)
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/speed_profile.py --kv-cache   (re-time only the KV caches)
 
 Everything runs in the precision the `cpu` profile resolves to on this machine (`amp="auto"`:
 bf16 only where this CPU multiplies bf16 faster than float32, see alignlib/precision.py).
@@ -15,7 +16,7 @@ against eager attention, LoRA dropout on and off.
 
 Policy step: each optimisation against what it replaced, on the real policy: sampling with
 `rollout.NucleusWarper` vs transformers' TopPLogitsWarper, the dynamic vs the static KV cache
-(`rollout.kv_cache_for` takes the faster one on CPU), the gradient's nucleus (`rollout.top_p_mask`
+in interleaved pairs (`rollout.kv_cache_for` takes the faster one on CPU), the gradient's nucleus (`rollout.top_p_mask`
 vs the full sort `top_p_mask_by_sort`) with the nucleus sizes seen, and fused vs for-loop AdamW
 over the policy's parameters.
 
@@ -81,22 +82,17 @@ def policy_optimisations(tokenizer, pairs) -> dict:
     ids, mask = rollout.left_pad(rollout.encode_prompts(tokenizer, prompts), tokenizer.pad_token_id)
     out = {"prompts": len(prompts), "new_tokens": rl.max_new_tokens, "top_p": rl.top_p, "repeats": REPEATS}
 
-    def generate(warper, cache="dynamic"):
+    def generate(warper):
         torch.manual_seed(0)
-        width = max(ids.shape[1], rl.max_prompt_tokens)  # as rollout.sample sizes it
-        static = ({"cache_implementation": "static", "max_cache_len": width + rl.max_new_tokens}
-                  if cache == "static" else {})
         with torch.no_grad(), autocast():
             return policy.generate(input_ids=ids, attention_mask=mask, max_new_tokens=rl.max_new_tokens,
                                    min_new_tokens=rl.max_new_tokens, do_sample=True, top_p=1.0, top_k=0,
                                    temperature=1.0, logits_processor=[warper], pad_token_id=tokenizer.pad_token_id,
-                                   eos_token_id=tokenizer.eos_token_id, **static)
+                                   eos_token_id=tokenizer.eos_token_id)
 
     out["sampling_s"] = {"transformers TopPLogitsWarper": median_seconds(lambda: generate(TopPLogitsWarper(rl.top_p))),
                          "rollout.NucleusWarper": median_seconds(lambda: generate(rollout.NucleusWarper(rl.top_p)))}
-    out["kv_cache_s"] = {cache: median_seconds(lambda: generate(rollout.NucleusWarper(rl.top_p), cache))
-                         for cache in ("dynamic", "static")}
-    out["kv_cache_used_on_cpu"] = rollout.kv_cache_for(torch.device("cpu"))
+    out.update(kv_cache_timing(policy, tokenizer, prompts))
 
     sequences = generate(rollout.NucleusWarper(rl.top_p))
     with torch.no_grad(), autocast():
@@ -120,6 +116,28 @@ def policy_optimisations(tokenizer, pairs) -> dict:
     return out
 
 
+def kv_cache_timing(policy, tokenizer, prompts, pairs_of_calls: int = 6) -> dict:
+    """`rollout.sample` with the dynamic and the static KV cache, as the cpu profile samples: calls in
+    pairs with the same seed (so mostly the same replies), the order alternating from pair to pair;
+    the first pair is a warm-up. The two differ by less than the spread of separate runs, so only
+    paired, interleaved calls can tell which is faster."""
+    rl = config.get_profile("cpu").reinforce
+    times, same = {"dynamic": [], "static": []}, 0
+    for pair in range(pairs_of_calls):
+        lengths = {}
+        for cache in ("dynamic", "static") if pair % 2 == 0 else ("static", "dynamic"):
+            t0 = time.perf_counter()
+            roll = rollout.sample(policy, tokenizer, prompts, rl.max_new_tokens, rl.top_p, rl.temperature, seed=pair,
+                                  max_prompt_tokens=rl.max_prompt_tokens, amp=rl.amp, cache=cache)
+            times[cache].append(time.perf_counter() - t0)
+            lengths[cache] = roll.lengths.tolist()
+        same += pair > 0 and lengths["dynamic"] == lengths["static"]
+    faster = [d < s for d, s in zip(times["dynamic"][1:], times["static"][1:])]
+    return {"kv_cache_s": {cache: spread(t[1:]) for cache, t in times.items()},
+            "kv_cache_pairs": {"timed": pairs_of_calls - 1, "dynamic_faster": sum(faster), "same_reply_lengths": same},
+            "kv_cache_used_on_cpu": rollout.kv_cache_for(torch.device("cpu"))}
+
+
 def reinforce_iteration(tokenizer, pairs, iterations: int = 3) -> dict:
     """Seconds per REINFORCE iteration of the cpu profile here (real policy, the published scalar RM,
     the profile's precision), first iteration excluded, split into generate / score / backward."""
@@ -139,6 +157,16 @@ def reinforce_iteration(tokenizer, pairs, iterations: int = 3) -> dict:
 
 
 def main():
+    if "--kv-cache" in sys.argv:  # re-time only the KV caches, into the existing record
+        record = json.loads(OUT.read_text())
+        tokenizer = models.load_tokenizer()
+        pairs = data.load_preference_data(config.get_profile("cpu").data).train
+        prompts = pick_prompts(tokenizer, pairs, config.get_profile("cpu").reinforce.prompts_per_iter, 128)
+        record["policy_optimisations"].update(kv_cache_timing(models.load_policy(), tokenizer, prompts))
+        record["kv_cache_code_version"] = results.code_version()
+        OUT.write_text(json.dumps(results._clean(record), indent=1) + "\n")
+        print(json.dumps(record["policy_optimisations"]["kv_cache_pairs"]))
+        return
     start = time.perf_counter()
     profile_cfg = config.get_profile("cpu")
     cfg = config.with_overrides(profile_cfg.rm_scalar, max_steps=STEPS)
