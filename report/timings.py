@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import tempfile
@@ -20,6 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 RECORD = ROOT / "results" / "timings.json"
 START, END = "<!-- timings:start -->", "<!-- timings:end -->"
+PHASES = ("the unit tests", "the notebooks at the smoke profile", "the report from the smoke records")
 
 
 def cpu_model() -> str:
@@ -55,7 +57,12 @@ def readme_section() -> str:
         return "`make test` has not been timed yet: run `python report/timings.py measure-test`."
     return (f"`make test` on a fresh clone, venv and installs included: **{t['make_test_fresh_clone_s'] / 60:.1f} min** "
             f"on {t['machine']} (commit {t['commit']}, {t['measured']}; `python report/timings.py measure-test`). "
-            + (f"Of that, {t['setup_s'] / 60:.1f} min is `make setup`. " if "setup_s" in t else ""))
+            + (f"Of that, {t['setup_s'] / 60:.1f} min is `make setup`" if "setup_s" in t else "")
+            + "".join(f", {float(re.search(r' in ([0-9.]+)s', line).group(1)) / 60:.1f} min {what}"
+                      for what, line in zip(PHASES, t.get("pytest_summaries", [])))
+            + ". The notebooks at `smoke` train the real 135M model: five short REINFORCE runs and four reward "
+            "models, each paying for loading, optimizer state and a checkpoint; the first unit test converts the "
+            "offline GGUF weights (once per machine).")
 
 
 def update_readme() -> None:
