@@ -44,6 +44,9 @@ def missing_records(profile: str) -> list[str]:
     for name in ("bench.json", "speed_profile.json"):
         if not (ROOT / "results" / name).exists():
             problems.append(f"results/{name} is missing: run `make bench`")
+    for name in ("bench_native_bf16_cpu.json", "speed_profile_native_bf16_cpu.json"):  # another machine's, kept
+        if not (ROOT / "results" / name).exists():
+            problems.append(f"results/{name} is missing: it is committed (`git checkout -- results/{name}`)")
     return problems
 
 
