@@ -124,7 +124,8 @@ SMOKE = Profile(
         num_labels=10, loss="expected_score", lr=1e-4, batch_size=4, max_steps=2, eval_batch_size=8, amp="auto"
     ),
     reinforce=ReinforceConfig(
-        iterations=2, prompts_per_iter=2, max_new_tokens=8, eval_prompts=4, eval_batch_size=4, amp="auto"
+        iterations=2, prompts_per_iter=2, max_new_tokens=8, max_prompt_tokens=64, eval_prompts=4,
+        eval_batch_size=4, amp="auto"
     ),
 )
 

@@ -34,6 +34,8 @@ def test_full_reinforce_settings_run_on_cpu(tokenizer):
 
     torch.manual_seed(0)
     policy = LlamaForCausalLM(tiny_config(tokenizer))
+    with torch.no_grad():  # peaked next-token distributions, as a trained model has: a random tiny model's are flat,
+        policy.lm_head.weight.mul_(30)  # so every top-p decision would sort the whole 49k vocabulary (slow, untypical)
     before = policy.lm_head.weight.detach().clone()
     cfg = config.with_overrides(FULL.reinforce, iterations=1)
     prompts = PROMPTS * 4  # FULL samples 16 prompts per iteration
