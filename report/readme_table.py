@@ -142,7 +142,10 @@ def profile_tables() -> str:
     if not path.exists():
         return "No profile record yet: run `make bench`."
     p = json.loads(path.read_text())
-    lines = ["Where a reward-model training step spends its CPU time (torch profiler, `benchmarks/speed_profile.py`):", "",
+    where = f"{p['environment']['hardware'].split(', torch')[0]}, {p['precision']['precision_reason']}"
+    lines = [f"Measured on today's build machine ({where}); the machine with native bf16 that made the records has "
+             "its own profile in `results/speed_profile_native_bf16_cpu.json`, and the report shows both.", "",
+             "Where a reward-model training step spends its CPU time (torch profiler, `benchmarks/speed_profile.py`):", "",
              "| operations | share |", "|---|---|"]
     lines += [f"| {group} | {share:.0%} |" for group, share in p["time_split"].items()]
     t = p["tokens_per_s"]
@@ -155,6 +158,11 @@ def profile_tables() -> str:
                        ("AdamW step, 135M parameters", "adamw_step_s")):
         (old_name, old), (new_name, new) = po[key].items()
         lines.append(f"| {label} | {old['median']:.2f} s ({old_name}) | {new['median']:.2f} s ({new_name}) |")
+    kv, pairs = po["kv_cache_s"], po["kv_cache_pairs"]
+    lines += ["", f"KV cache on this CPU: dynamic {kv['dynamic']['median']:.2f} s, static {kv['static']['median']:.2f} s "
+              f"(medians of {pairs['timed']} same-seed pairs in alternating order; dynamic faster in "
+              f"{pairs['dynamic_faster']}); the CPU keeps the dynamic cache, a GPU takes the static one with its compiled "
+              "decoding step."]
     n = po["nucleus_size"]
     lines += ["", f"The top-p nucleus held a median of {n['median']:.0f} tokens (90th percentile {n['p90']:.0f}, "
               f"max {n['max']:.0f}; {n['share_over_512']:.1%} of {n['positions']} positions over 512)."]
