@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import re
 import sys
-import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -24,7 +23,8 @@ CLONE = re.compile(r"https://github\.com/[\w.-]+/[\w.-]+\.git")
 
 def repository() -> str:
     """owner/name of the GitHub repository in pyproject.toml's [project.urls] Repository."""
-    url = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["urls"]["Repository"]
+    line = re.search(r'^Repository\s*=\s*"([^"]*)"', (ROOT / "pyproject.toml").read_text(), re.M)  # Python 3.10: no tomllib
+    url = line.group(1) if line else ""
     match = re.fullmatch(r"https://github\.com/([\w.-]+/[\w.-]+?)(?:\.git)?/?", url)
     if not match:
         raise SystemExit(f"pyproject.toml: [project.urls] Repository must be https://github.com/OWNER/NAME, got {url!r}")
