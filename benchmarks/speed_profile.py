@@ -2,6 +2,7 @@
 
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/speed_profile.py      (part of `make bench`)
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/speed_profile.py --kv-cache   (re-time only the KV caches)
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/speed_profile.py --precision  (only the profile's precision vs fp32)
 
 Everything runs in the precision the `cpu` profile resolves to on this machine (`amp="auto"`:
 bf16 only where this CPU multiplies bf16 faster than float32, see alignlib/precision.py).
@@ -138,6 +139,28 @@ def kv_cache_timing(policy, tokenizer, prompts, pairs_of_calls: int = 6) -> dict
             "kv_cache_used_on_cpu": rollout.kv_cache_for(torch.device("cpu"))}
 
 
+def precision_pairs(tokenizer, pairs_of_runs: int = 3) -> dict:
+    """Real tokens/s of the cpu profile's reward-model step with its own precision ("auto") against
+    forced float32, in runs that alternate in order (each run: STEPS steps, the first excluded)."""
+    profile_cfg = config.get_profile("cpu")
+    cfg = config.with_overrides(profile_cfg.rm_scalar, max_steps=STEPS)
+    pairs = data.load_preference_data(profile_cfg.data).train[: cfg.batch_size * STEPS]
+    rates = {cfg.amp: [], "none": []}
+    for i in range(pairs_of_runs):
+        for amp in (cfg.amp, "none") if i % 2 == 0 else ("none", cfg.amp):
+            run_cfg = config.with_overrides(cfg, amp=amp)
+            model = models.new_reward_model(run_cfg)
+            with StepClock() as clock:
+                history = reward.train_reward_model(model, tokenizer, pairs, run_cfg, profile_cfg.data.max_length,
+                                                    progress=False)
+            rates[amp].append(sum(history["tokens"][1:]) / clock.window(1, STEPS - 1))
+            print(amp, f"{rates[amp][-1]:.0f} real tokens/s", flush=True)
+    used = precision.resolve(cfg.amp, "cpu").amp
+    return {f"{cfg.amp} ({used})": spread(rates[cfg.amp]), "forced none (float32)": spread(rates["none"]),
+            "auto_at_least_as_fast_in": sum(a >= b for a, b in zip(rates[cfg.amp], rates["none"])),
+            "pairs": pairs_of_runs}
+
+
 def reinforce_iteration(tokenizer, pairs, iterations: int = 3) -> dict:
     """Seconds per REINFORCE iteration of the cpu profile here (real policy, the published scalar RM,
     the profile's precision), first iteration excluded, split into generate / score / backward."""
@@ -157,6 +180,13 @@ def reinforce_iteration(tokenizer, pairs, iterations: int = 3) -> dict:
 
 
 def main():
+    if "--precision" in sys.argv:  # time the profile's precision against forced float32, into the existing record
+        record = json.loads(OUT.read_text())
+        record["precision_pairs"] = precision_pairs(models.load_tokenizer())
+        record["precision_pairs_code_version"] = results.code_version()
+        OUT.write_text(json.dumps(results._clean(record), indent=1) + "\n")
+        print(json.dumps(results._clean(record["precision_pairs"])))
+        return
     if "--kv-cache" in sys.argv:  # re-time only the KV caches, into the existing record
         record = json.loads(OUT.read_text())
         tokenizer = models.load_tokenizer()
@@ -224,6 +254,7 @@ def main():
         "gemm_gflops": gemm,
         "policy_optimisations": policy,
         "reinforce_iteration": iteration,
+        "precision_pairs": precision_pairs(tokenizer),
         "profiler": "torch.profiler (CPU activities)",
         "environment": {"torch": torch.__version__, "threads": torch.get_num_threads(), "hardware": results.hardware()},
         "code_version": results.code_version(),
