@@ -139,21 +139,25 @@ def kv_cache_timing(policy, tokenizer, prompts, pairs_of_calls: int = 6) -> dict
             "kv_cache_used_on_cpu": rollout.kv_cache_for(torch.device("cpu"))}
 
 
-def precision_pairs(tokenizer, pairs_of_runs: int = 3) -> dict:
+def rm_tokens_per_s(tokenizer, pairs, run_cfg, attn: str = "sdpa") -> float:
+    """Train a fresh reward model on `pairs` with `run_cfg` (STEPS steps) and return its real tokens
+    per second, the first step excluded."""
+    model = models.new_reward_model(run_cfg)
+    model.get_base_model().set_attn_implementation(attn)
+    with StepClock() as clock:
+        history = reward.train_reward_model(model, tokenizer, pairs, run_cfg, config.get_profile("cpu").data.max_length,
+                                            progress=False)
+    return sum(history["tokens"][1:]) / clock.window(1, STEPS - 1)
+
+
+def precision_pairs(tokenizer, pairs, pairs_of_runs: int = 3) -> dict:
     """Real tokens/s of the cpu profile's reward-model step with its own precision ("auto") against
     forced float32, in runs that alternate in order (each run: STEPS steps, the first excluded)."""
-    profile_cfg = config.get_profile("cpu")
-    cfg = config.with_overrides(profile_cfg.rm_scalar, max_steps=STEPS)
-    pairs = data.load_preference_data(profile_cfg.data).train[: cfg.batch_size * STEPS]
+    cfg = config.with_overrides(config.get_profile("cpu").rm_scalar, max_steps=STEPS)
     rates = {cfg.amp: [], "none": []}
     for i in range(pairs_of_runs):
         for amp in (cfg.amp, "none") if i % 2 == 0 else ("none", cfg.amp):
-            run_cfg = config.with_overrides(cfg, amp=amp)
-            model = models.new_reward_model(run_cfg)
-            with StepClock() as clock:
-                history = reward.train_reward_model(model, tokenizer, pairs, run_cfg, profile_cfg.data.max_length,
-                                                    progress=False)
-            rates[amp].append(sum(history["tokens"][1:]) / clock.window(1, STEPS - 1))
+            rates[amp].append(rm_tokens_per_s(tokenizer, pairs, config.with_overrides(cfg, amp=amp)))
             print(amp, f"{rates[amp][-1]:.0f} real tokens/s", flush=True)
     used = precision.resolve(cfg.amp, "cpu").amp
     return {f"{cfg.amp} ({used})": spread(rates[cfg.amp]), "forced none (float32)": spread(rates["none"]),
@@ -182,7 +186,9 @@ def reinforce_iteration(tokenizer, pairs, iterations: int = 3) -> dict:
 def main():
     if "--precision" in sys.argv:  # time the profile's precision against forced float32, into the existing record
         record = json.loads(OUT.read_text())
-        record["precision_pairs"] = precision_pairs(models.load_tokenizer())
+        profile_cfg = config.get_profile("cpu")
+        pairs = data.load_preference_data(profile_cfg.data).train[: profile_cfg.rm_scalar.batch_size * STEPS]
+        record["precision_pairs"] = precision_pairs(models.load_tokenizer(), pairs)
         record["precision_pairs_code_version"] = results.code_version()
         OUT.write_text(json.dumps(results._clean(record), indent=1) + "\n")
         print(json.dumps(results._clean(record["precision_pairs"])))
@@ -222,17 +228,13 @@ def main():
                                               ("eager", cfg.lora_dropout, cfg.amp, False),
                                               ("sdpa", 0.0, cfg.amp, False)):
         run_cfg = config.with_overrides(cfg, lora_dropout=dropout, amp=amp)
-        model = models.new_reward_model(run_cfg)
-        model.get_base_model().set_attn_implementation(attn)
         tracing = profile(activities=[ProfilerActivity.CPU]) if with_profiler else contextlib.nullcontext()
-        with tracing as prof, StepClock() as clock:
-            history = reward.train_reward_model(model, tokenizer, pairs, run_cfg, profile_cfg.data.max_length,
-                                                progress=False)
+        with tracing as prof:
+            tokens_per_s = rm_tokens_per_s(tokenizer, pairs, run_cfg, attn)
         if with_profiler:
             print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
             split = time_split(prof)
             continue
-        tokens_per_s = sum(history["tokens"][1:]) / clock.window(1, STEPS - 1)
         name = f"precision {label[amp]}, attention {attn}, LoRA dropout {dropout}"
         variants[name] = tokens_per_s
         print(f"{name}: {tokens_per_s:.0f} real tokens/s")
@@ -254,7 +256,7 @@ def main():
         "gemm_gflops": gemm,
         "policy_optimisations": policy,
         "reinforce_iteration": iteration,
-        "precision_pairs": precision_pairs(tokenizer),
+        "precision_pairs": precision_pairs(tokenizer, pairs),
         "profiler": "torch.profiler (CPU activities)",
         "environment": {"torch": torch.__version__, "threads": torch.get_num_threads(), "hardware": results.hardware()},
         "code_version": results.code_version(),
