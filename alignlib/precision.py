@@ -74,14 +74,18 @@ def cpu_matmul_gflops(repeats: int = 3) -> dict:
 
 
 @functools.lru_cache(maxsize=None)
-def cpu_bf16_flags() -> tuple[str, ...]:
-    """The CPU's native bf16 features named in /proc/cpuinfo (Linux x86), e.g. ('amx_bf16', 'avx512_bf16')."""
+def cpuinfo(key: str) -> str | None:
+    """The first value of `key` in /proc/cpuinfo ("model name", "flags", ...); None off Linux."""
     try:
         with open("/proc/cpuinfo") as f:
-            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+            return next((line.split(":", 1)[1].strip() for line in f if line.split(":", 1)[0].strip() == key), None)
     except OSError:
-        return ()
-    return tuple(sorted(f for f in flags if f in ("amx_bf16", "avx512_bf16")))
+        return None
+
+
+def cpu_bf16_flags() -> tuple[str, ...]:
+    """The CPU's native bf16 features named in /proc/cpuinfo (Linux x86), e.g. ('amx_bf16', 'avx512_bf16')."""
+    return tuple(sorted(f for f in (cpuinfo("flags") or "").split() if f in ("amx_bf16", "avx512_bf16")))
 
 
 def resolve(amp: str, device: torch.device | str) -> Precision:

@@ -55,14 +55,9 @@ def peak_memory_mb() -> float:
 
 def cpu_model() -> str:
     """The CPU's model name (/proc/cpuinfo on Linux), else the machine type."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    from .precision import cpuinfo
+
+    return cpuinfo("model name") or platform.processor() or platform.machine()
 
 
 def hardware() -> str:

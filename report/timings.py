@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import re
 import subprocess
 import sys
@@ -24,13 +23,11 @@ START, END = "<!-- timings:start -->", "<!-- timings:end -->"
 PHASES = ("the unit tests", "the notebooks at the smoke profile", "the report from the smoke records")
 
 
-def cpu_model() -> str:
-    with open("/proc/cpuinfo") as f:
-        return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), platform.machine())
-
-
 def measure_test() -> dict:
     """Clone the committed HEAD beside ../shared into a temp dir and time `make test` there."""
+    sys.path.insert(0, str(ROOT))
+    from alignlib.results import cpu_model  # the reader the run records use
+
     with tempfile.TemporaryDirectory(dir=ROOT.parent) as tmp:
         clone = Path(tmp) / "clone"
         subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
