@@ -10,7 +10,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.alignlib-setup
 NOTEBOOKS := $(sort $(wildcard notebooks/0*.ipynb))
 
-.PHONY: setup test report bench colab-links lab
+.PHONY: setup test report bench mutants colab-links lab
 
 setup: $(STAMP)
 
@@ -47,6 +47,14 @@ bench: setup
 	$(PY) -m pip install -q --disable-pip-version-check -r benchmarks/requirements.txt
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench.py
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/speed_profile.py
+
+# make mutants   mutation testing (mutmut) of the math, rollout and both training loops with the fast unit tests
+#                -> results/mutants.json (kept out of make test: it runs the tests once per mutant)
+mutants: setup
+	$(PY) -m pip install -q --disable-pip-version-check mutmut==3.8.1
+	rm -rf mutants
+	HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 $(VENV)/bin/mutmut run --max-children $$(nproc)
+	$(PY) report/mutation_score.py
 
 # make colab-links   point the Colab badges and clone cells at [project.urls] Repository of pyproject.toml
 colab-links:

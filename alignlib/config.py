@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
@@ -71,10 +71,8 @@ class ReinforceConfig:
     max_grad_norm: float = 1.0
     kl_beta: float = 0.0  # 0 reproduces the original (no KL penalty)
     kl_log_every: int = 10  # with kl_beta = 0, measure the KL to SFT every n iterations (costs a forward)
-    kl_beta_variant: float = 0.05  # beta of the notebook's "with KL penalty" comparison run
     truncation_penalty: float = 0.0  # subtracted when a reply hits max_new_tokens with no end-of-turn
     max_prompt_tokens: int = 256
-    reward_mode: str = "scalar"  # "scalar", "expected" (E[p]) or "sampled" (r ~ p)
     amp: str = "none"  # precision of sampling and the policy step (see RewardModelConfig.amp)
     eval_prompts: int = 512
     eval_batch_size: int = 32

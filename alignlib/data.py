@@ -141,6 +141,9 @@ def read_jsonl(path: Path) -> list:
                         f"{path}, line {lineno}: not valid JSON ({e.msg}). "
                         "Expected one JSON object per line (JSON lines)."
                     ) from None
+    except EOFError:  # gzip's answer to a file cut short (an interrupted download or copy)
+        raise DataFileError(f"{path}: the gzip file ends early (truncated after {len(rows)} rows); "
+                            "download or copy it again") from None
     except (OSError, UnicodeDecodeError) as e:
         raise DataFileError(f"{path}: cannot be read as (gzipped) UTF-8 JSON lines: {e}") from None
     return rows
@@ -358,6 +361,18 @@ def left_pad(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Te
             ids[i, width - len(s):] = torch.tensor(s, dtype=torch.long)
             mask[i, width - len(s):] = 1
     return ids, mask
+
+
+
+def positions_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Position ids of a left-padded batch: 0 at the first real token.
+
+    Args:
+        attention_mask: (batch, seq) 1 on real tokens, 0 on (left) padding.
+    Returns:
+        (batch, seq) long; padding positions get 0.
+    """
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
 def length_bucketed_batches(

@@ -1,4 +1,5 @@
-"""The losses of the lesson, as pure tensor functions (written by hand on purpose)."""
+"""The losses of the lesson, as pure tensor functions (written by hand on purpose): the reward
+models' pairwise losses and the REINFORCE surrogate with its KL penalty."""
 
 from __future__ import annotations
 
@@ -72,3 +73,52 @@ def prob_beats(logits_chosen: torch.Tensor, logits_rejected: torch.Tensor) -> to
 def prob_beats_loss(logits_chosen: torch.Tensor, logits_rejected: torch.Tensor) -> torch.Tensor:
     """() mean of -log P(S_c > S_r) (ties half), see `prob_beats`."""
     return -torch.log(prob_beats(logits_chosen, logits_rejected).clamp(min=1e-12)).mean()
+
+
+def reward_model_loss(kind: str, logits_chosen: torch.Tensor, logits_rejected: torch.Tensor,
+                      margin: float = 0.0, center_coef: float = 0.0) -> torch.Tensor:
+    """The reward-model loss called `kind` on head outputs (batch, num_labels) -> () mean loss.
+
+    "bradley_terry" needs a one-output head (margin and center_coef apply to it); "expected_score"
+    and "prob_beats" need a distribution head (num_labels > 1).
+    """
+    if kind == "bradley_terry":
+        if logits_chosen.shape[-1] != 1:
+            raise ValueError("bradley_terry needs a one-output head (num_labels=1)")
+        return bradley_terry_loss(logits_chosen[:, 0], logits_rejected[:, 0], margin, center_coef)
+    if kind not in ("expected_score", "prob_beats"):
+        raise ValueError(f"unknown reward-model loss {kind!r}; use bradley_terry, expected_score or prob_beats")
+    if logits_chosen.shape[-1] < 2:
+        raise ValueError(f"loss {kind!r} needs a distribution head (num_labels > 1)")
+    loss = expected_score_loss if kind == "expected_score" else prob_beats_loss
+    return loss(logits_chosen, logits_rejected)
+
+
+# ------------------------------------------------------------------------------ REINFORCE
+
+
+def reinforce_loss(seq_logp: torch.Tensor, advantages: torch.Tensor) -> torch.Tensor:
+    """-mean(A * log pi(y)): its gradient is the REINFORCE estimate (advantages are constants).
+
+    Args:
+        seq_logp: (batch,) summed log-probs of each reply (with gradient).
+        advantages: (batch,) r - b.
+    Returns:
+        () loss.
+    """
+    return -(advantages.detach() * seq_logp).mean()
+
+
+def kl_penalized_rewards(rewards: torch.Tensor, logp: torch.Tensor, ref_logp: torch.Tensor,
+                         mask: torch.Tensor, beta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """r - beta * sum_t (log pi(y_t) - log pi_ref(y_t)) over the reply tokens.
+
+    Args:
+        rewards: (batch,) reward-model scores.
+        logp, ref_logp: (batch, len) token log-probs of the policy and the frozen SFT model.
+        mask: (batch, len) 1 on reply tokens.
+    Returns:
+        ((batch,) penalised rewards, (batch,) per-reply KL estimates).
+    """
+    kl = ((logp - ref_logp) * mask).sum(-1)
+    return rewards - beta * kl, kl

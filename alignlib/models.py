@@ -1,4 +1,4 @@
-"""Loading SmolLM2-135M-Instruct (hub or offline GGUF), the reward-model heads, LoRA.
+"""Loading SmolLM2-135M-Instruct (hub or offline GGUF), the reward-model heads, LoRA; saving reward models.
 
 Where the model comes from:
 - "hub":        ``HuggingFaceTB/SmolLM2-135M-Instruct`` from the Hugging Face hub.
@@ -14,8 +14,8 @@ Every loaded model carries ``model.alignlib_source`` so run records can state it
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
+import json
 import os
 import shutil
 import tempfile
@@ -147,25 +147,15 @@ def lora_config(cfg):
     )
 
 
-def load_reward_backbone(num_labels: int, seed: int | None = None):
-    """SmolLM2 with a fresh `num_labels`-output score head, pad_token_id set.
-
-    With `seed`, the global torch RNG is seeded first (the head and the LoRA matrices created
-    next are reproducible); without it, the caller's random state is left untouched.
-    """
+def load_reward_backbone(num_labels: int):
+    """SmolLM2 with a fresh `num_labels`-output score head (drawn from the global torch RNG), pad_token_id set."""
     from transformers import AutoModelForSequenceClassification, logging
 
     path, source = locate_model()
     verbosity = logging.get_verbosity()
     logging.set_verbosity_error()  # the "score.weight newly initialized" report is expected
     try:
-        # the start of a training run seeds the head (and what follows); loading a saved head
-        # leaves the caller's random state alone
-        rng = contextlib.nullcontext() if seed is not None else torch.random.fork_rng(devices=[])
-        with rng:
-            if seed is not None:
-                torch.manual_seed(seed)
-            model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=num_labels, dtype=torch.float32)
+        model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=num_labels, dtype=torch.float32)
     finally:
         logging.set_verbosity(verbosity)
     model.config.pad_token_id = model.config.eos_token_id
@@ -174,12 +164,18 @@ def load_reward_backbone(num_labels: int, seed: int | None = None):
 
 
 def new_reward_model(cfg):
-    """A trainable reward model: backbone + head, LoRA adapters per `cfg` (RewardModelConfig)."""
+    """A trainable reward model: backbone + head, LoRA adapters per `cfg` (RewardModelConfig).
+
+    The head and the LoRA matrices are drawn from a generator seeded with `cfg.seed`, forked from
+    the global one: the same seed gives the same model, and the caller's random state is left as it was.
+    """
     from peft import get_peft_model
 
-    base = load_reward_backbone(cfg.num_labels, seed=cfg.seed)
-    source = base.alignlib_source
-    model = get_peft_model(base, lora_config(cfg))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        base = load_reward_backbone(cfg.num_labels)
+        source = base.alignlib_source
+        model = get_peft_model(base, lora_config(cfg))
     model.alignlib_source = source
     return model.to(device())
 
@@ -199,7 +195,8 @@ def load_reward_model(adapter_dir: str | Path, num_labels: int):
             "with notebook 02 (scalar) or 04 (probabilistic), or point to a published adapter "
             "under results/<profile>/adapters/."
         )
-    base = load_reward_backbone(num_labels)
+    with torch.random.fork_rng(devices=[]):  # the head is replaced by the saved one: leave the caller's RNG alone
+        base = load_reward_backbone(num_labels)
     source = base.alignlib_source
     try:
         model = PeftModel.from_pretrained(base, adapter_dir)
@@ -211,3 +208,34 @@ def load_reward_model(adapter_dir: str | Path, num_labels: int):
 
 def source_of(model) -> str:
     return getattr(model, "alignlib_source", "unknown")
+
+
+def body_and_head(model):
+    """The transformer body and the score head of a (possibly PEFT-wrapped) RM."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return base.model, base.score
+
+
+
+def train_flops_per_token(model) -> float:
+    """Model FLOPs per token of LoRA training: ~4 x the body's parameters.
+
+    2N for the forward pass and 2N for the gradients w.r.t. the activations in the backward
+    pass (the frozen weights get no gradient; the LoRA matrices add < 1%). Attention scores
+    and embeddings are left out, so this slightly undercounts.
+    """
+    body, _ = body_and_head(model)
+    n = sum(p.numel() for name, p in body.named_parameters() if "embed_tokens" not in name and "lora_" not in name)
+    return 4.0 * n
+
+
+def save_reward_model(model, path, max_length: int) -> None:
+    """Save the PEFT adapter and the head (PEFT `save_pretrained` format), plus alignlib's notes."""
+    path = Path(path)
+    model.save_pretrained(path)
+    body, head = body_and_head(model)
+    (path / "alignlib_rm.json").write_text(json.dumps({
+        "num_labels": int(model.config.num_labels) if hasattr(model, "config") else None,
+        "max_length": max_length, "model_source": getattr(model, "alignlib_source", "unknown"),
+        "base_model": "HuggingFaceTB/SmolLM2-135M-Instruct"}, indent=1) + "\n")
+

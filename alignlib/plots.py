@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
 
-plt.rcParams.update({"figure.dpi": 110, "savefig.dpi": 150, "font.size": 10, "axes.grid": True,
-                     "grid.alpha": 0.3, "axes.spines.top": False, "axes.spines.right": False})
+# the house style, applied inside each figure function (importing alignlib changes no global setting)
+STYLE = {"figure.dpi": 110, "savefig.dpi": 150, "font.size": 10, "axes.grid": True,
+         "grid.alpha": 0.3, "axes.spines.top": False, "axes.spines.right": False}
 CHOSEN, REJECTED = "#2a9d8f", "#e76f51"
+
+
+def styled(figure_fn):
+    """Draw (and save) the figure under STYLE, leaving matplotlib's global settings as they were."""
+    @functools.wraps(figure_fn)
+    def wrapper(*args, **kwargs):
+        with plt.rc_context(STYLE):
+            return figure_fn(*args, **kwargs)
+    return wrapper
 
 
 def _save(fig, path):
@@ -25,6 +36,7 @@ def smooth(values, window: int) -> np.ndarray:
     return np.array([v[max(0, i - window + 1):i + 1].mean() for i in range(len(v))])
 
 
+@styled
 def length_distributions(lengths, budget: int, path=None):
     """Histograms of prompt / chosen / rejected token counts, and the longest view vs the budget."""
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
@@ -41,6 +53,7 @@ def length_distributions(lengths, budget: int, path=None):
     return _save(fig, path)
 
 
+@styled
 def length_difference(lengths, path=None):
     """Histogram of len(chosen) - len(rejected)."""
     diff = (lengths["chosen"] - lengths["rejected"]).clip(-300, 300)
@@ -53,26 +66,28 @@ def length_difference(lengths, path=None):
     return _save(fig, path)
 
 
+@styled
 def training_curve(history, window: int = 20, path=None, title="Reward-model training"):
     """Loss and pairwise accuracy per optimizer step (raw and moving average)."""
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
     steps = history["step"]
-    for ax, key, ref in ((axes[0], "loss", np.log(2)), (axes[1], "accuracy", 0.5)):
+    for ax, key, ref in ((axes[0], "train/loss", np.log(2)), (axes[1], "train/accuracy", 0.5)):
         ax.plot(steps, history[key], color="0.8", lw=0.8, label="per step")
         ax.plot(steps, smooth(history[key], window), color="#1d3557", lw=2, label=f"mean of {window}")
         ax.axhline(ref, color="k", ls="--", lw=1, label="chance")
-        ax.set(xlabel="optimizer step", ylabel=f"training {key}")
+        ax.set(xlabel="optimizer step", ylabel=f"training {key.split('/')[1]}")
         ax.legend()
     fig.suptitle(title)
     fig.tight_layout()
     return _save(fig, path)
 
 
+@styled
 def training_curves(histories: dict, window: int = 20, path=None, title="Reward-model training"):
     """Moving averages of the training loss and accuracy of several runs (label -> history)."""
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
     for i, (label, h) in enumerate(histories.items()):
-        for ax, key in ((axes[0], "loss"), (axes[1], "accuracy")):
+        for ax, key in ((axes[0], "train/loss"), (axes[1], "train/accuracy")):
             ax.plot(h["step"], smooth(h[key], window), color=f"C{i}", lw=2, label=label)
     for ax, key, ref in ((axes[0], "loss", np.log(2)), (axes[1], "accuracy", 0.5)):
         ax.axhline(ref, color="k", ls="--", lw=1, label="chance")
@@ -83,6 +98,7 @@ def training_curves(histories: dict, window: int = 20, path=None, title="Reward-
     return _save(fig, path)
 
 
+@styled
 def reward_histograms(r_chosen, r_rejected, path=None, title="Validation rewards"):
     fig, ax = plt.subplots(figsize=(5.5, 3.4))
     lo, hi = np.percentile(np.concatenate([r_chosen, r_rejected]), [0.5, 99.5])
@@ -95,6 +111,7 @@ def reward_histograms(r_chosen, r_rejected, path=None, title="Validation rewards
     return _save(fig, path)
 
 
+@styled
 def reward_vs_length(lengths, rewards, path=None, title="Reward vs reply length"):
     fig, ax = plt.subplots(figsize=(5.5, 3.4))
     ax.scatter(lengths, rewards, s=6, alpha=0.4, color="#1d3557")
@@ -104,6 +121,7 @@ def reward_vs_length(lengths, rewards, path=None, title="Reward vs reply length"
     return _save(fig, path)
 
 
+@styled
 def packed_mask(mask, segments, path=None):
     """Picture of a packed [prompt, chosen, rejected] attention mask (one row of a batch)."""
     names = {0: "pad", 1: "P", 2: "C", 3: "R"}
@@ -118,12 +136,13 @@ def packed_mask(mask, segments, path=None):
     return _save(fig, path)
 
 
+@styled
 def reinforce_curves(histories: dict, window: int = 10, path=None):
     """Reward, KL to SFT and reply length per iteration, one line per run."""
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
     for i, (label, h) in enumerate(histories.items()):
         color = f"C{i}"
-        it = np.asarray(h["iteration"])
+        it = np.asarray(h["step"])
         axes[0].plot(it, h["reward/mean"], color=color, alpha=0.25, lw=0.8)
         axes[0].plot(it, smooth(h["reward/mean"], window), color=color, lw=2, label=label)
         kl = [(x, v) for x, v in zip(it, h["kl/to_sft"]) if v is not None]
@@ -138,11 +157,12 @@ def reinforce_curves(histories: dict, window: int = 10, path=None):
     return _save(fig, path)
 
 
+@styled
 def advantage_variance(histories: dict, window: int = 10, path=None):
     """Variance of the advantages within each iteration's batch, one line per run."""
     fig, ax = plt.subplots(figsize=(6, 3.4))
     for i, (label, h) in enumerate(histories.items()):
-        it = np.asarray(h["iteration"])
+        it = np.asarray(h["step"])
         ax.plot(it, h["advantage/var"], color=f"C{i}", alpha=0.25, lw=0.8)
         ax.plot(it, smooth(h["advantage/var"], window), color=f"C{i}", lw=2,
                 label=f"{label} (mean {np.mean(h['advantage/var']):.3f})")
@@ -152,6 +172,7 @@ def advantage_variance(histories: dict, window: int = 10, path=None):
     return _save(fig, path)
 
 
+@styled
 def paired_rewards(r_sft, r_rl, path=None, title="Same prompt: SFT vs RL reward"):
     fig, ax = plt.subplots(figsize=(4.6, 4.2))
     ax.scatter(r_sft, r_rl, s=10, alpha=0.6, color="#1d3557")
@@ -162,6 +183,7 @@ def paired_rewards(r_sft, r_rl, path=None, title="Same prompt: SFT vs RL reward"
     return _save(fig, path)
 
 
+@styled
 def score_distributions(logits_chosen, logits_rejected, n_pairs: int = 4, path=None):
     """Predicted p over the scores 1..n for the chosen and rejected reply of a few pairs."""
     lc, lr = np.asarray(logits_chosen, float), np.asarray(logits_rejected, float)
@@ -179,6 +201,7 @@ def score_distributions(logits_chosen, logits_rejected, n_pairs: int = 4, path=N
     return _save(fig, path)
 
 
+@styled
 def reward_curves_grouped(groups: dict, window: int = 10, path=None):
     """Training reward per iteration of several runs, one panel per reward model (their scales differ).
 
@@ -189,7 +212,7 @@ def reward_curves_grouped(groups: dict, window: int = 10, path=None):
     color = 0
     for ax, (title, histories) in zip(axes[0], groups.items()):
         for label, h in histories.items():
-            it = np.asarray(h["iteration"])
+            it = np.asarray(h["step"])
             ax.plot(it, h["reward/mean"], color=f"C{color}", alpha=0.2, lw=0.8)
             ax.plot(it, smooth(h["reward/mean"], window), color=f"C{color}", lw=2, label=label)
             color += 1
@@ -199,6 +222,7 @@ def reward_curves_grouped(groups: dict, window: int = 10, path=None):
     return _save(fig, path)
 
 
+@styled
 def cross_judge_winrates(cross: dict, labels: dict | None = None, path=None):
     """Win-rate over SFT of every run under every judge, with 95% intervals.
 

@@ -2,7 +2,7 @@
 
 What is compared
 ----------------
-1. Reward-model training: ``alignlib.reward.train_reward_model`` against ``trl.RewardTrainer``.
+1. Reward-model training: ``alignlib.reward_model_loop.train_reward_model`` against ``trl.RewardTrainer``.
    Both start from the same SmolLM2 weights (``models.locate_model()``), with a fresh scalar head
    and the same LoRA adapters (``models.lora_config``: r=16, alpha=32, dropout 0.05 on q/v, head
    trained), the same AdamW learning rate and warm-up, batches of the same preference pairs, the
@@ -17,7 +17,7 @@ What is compared
    and prompt+rejected as two right-padded rows. Hence pairs/s is the like-for-like figure, and
    tokens/s (real, unpadded tokens each library actually processed) shows raw throughput.
 
-2. Policy optimisation: alignlib's ``reinforce.train_reinforce`` with the EMA baseline (k=1) and
+2. Policy optimisation: alignlib's ``reinforce_loop.train_reinforce`` with the EMA baseline (k=1) and
    with the leave-one-out baseline (RLOO, k=2) against ``trl.RLOOTrainer`` (k=2). Same policy
    weights (full fine-tuning), the same reward model (a scalar RM from ``models.new_reward_model``,
    untrained, LoRA merged into a plain sequence classifier so that TRL takes it as a reward
@@ -30,7 +30,7 @@ What is compared
 
 3. The machine's limit, measured in the same run: GFLOP/s of a large matmul in the precision used
    (and in fp32), and each reward-model trainer's achieved model FLOP/s (real tokens/s x
-   ``reward.train_flops_per_token``) as a fraction of the matmul rate of that precision.
+   ``models.train_flops_per_token``) as a fraction of the matmul rate of that precision.
 
 Both libraries run on the CPU (TRL with ``use_cpu=True``): this compares the two libraries' work on
 the machine the course is sized for, not GPU speed.
@@ -72,7 +72,7 @@ from pathlib import Path
 import torch
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
-from alignlib import config, data, models, precision, reinforce, results, reward, rollout
+from alignlib import config, data, models, precision, reinforce_loop, results, reward_model_loop, rollout, scoring
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -266,17 +266,18 @@ def scalar_reward_model(seed: int = 0):
 def run_alignlib_rm(path, pairs, cfg, max_length: int, s: BenchSettings) -> dict:
     rss_before = release_memory()
     tokenizer = models.load_tokenizer(path)
+    results.seed_everything(cfg.seed)  # a run seeds once, at its top (as runs.reward_model_run does)
     with results.PeakMemory() as mem, StepClock() as clock:
         model = models.new_reward_model(cfg)
         counter, probe = TokenCounter(model.get_base_model().model), DtypeProbe(first_q_proj(model))
-        history = reward.train_reward_model(model, tokenizer, pairs, cfg, max_length, progress=False)
+        history = reward_model_loop.train_reward_model(model, tokenizer, pairs, cfg, max_length, progress=False)
         counter.remove()
         dtypes = probe.remove()
-    flops_per_token = reward.train_flops_per_token(model)
+    flops_per_token = models.train_flops_per_token(model)
     del model
     w, m = s.rm_warmup_steps, s.rm_timed_steps
-    return rm_run_record(clock, s, real=history["tokens"], padded=counter.padded, peak=mem.peak_mb,
-                         rss_before=rss_before, dtypes=dtypes, loss=history["loss"],
+    return rm_run_record(clock, s, real=history["train/tokens"], padded=counter.padded, peak=mem.peak_mb,
+                         rss_before=rss_before, dtypes=dtypes, loss=history["train/loss"],
                          extra={"train_flops_per_token": flops_per_token, "steps_run": len(history["step"]),
                                 "pairs_timed": s.rm_batch_pairs * m, "first_timed_step": w + 1})
 
@@ -360,7 +361,9 @@ def run_trl_rm(path, pairs, order, cfg, max_length: int, s: BenchSettings) -> di
     out_dir = tempfile.mkdtemp(prefix="bench-trl-rm-")
     try:
         with results.PeakMemory() as mem, StepClock() as clock:
-            backbone = models.load_reward_backbone(1, seed=cfg.seed)
+            with torch.random.fork_rng(devices=[]):  # the same head as alignlib's run draws (models.new_reward_model)
+                torch.manual_seed(cfg.seed)
+                backbone = models.load_reward_backbone(1)
             args = trl_reward_config(cfg, s, max_length, out_dir)
             trainer = RewardTrainer(model=backbone, args=args, train_dataset=trl_preference_dataset(pairs, order),
                                     processing_class=tokenizer, peft_config=models.lora_config(cfg))
@@ -400,10 +403,11 @@ def run_alignlib_policy(path, prompts, s: BenchSettings, baseline: str, max_leng
     with results.PeakMemory() as mem, StepClock() as clock:
         policy = models.load_policy()
         rm = scalar_reward_model()
-        scorer = reward.RewardScorer(rm, tokenizer, max_length, 16, s.amp)
+        scorer = scoring.RewardScorer(rm, tokenizer, max_length, 16, s.amp)
         probes = {"policy": DtypeProbe(first_q_proj(policy)), "reward_model": DtypeProbe(first_q_proj(rm))}
-        history = reinforce.train_reinforce(policy, tokenizer, scorer.score, pool, cfg, ref_policy=None,
-                                            progress=False)
+        results.seed_everything(cfg.seed)  # a run seeds once, at its top (as runs.reinforce_run does)
+        history = reinforce_loop.train_reinforce(policy, tokenizer, scorer.score, pool, cfg, ref_policy=None,
+                                                 progress=False)
         dtypes = {name: p.remove() for name, p in probes.items()}
     del policy, rm, scorer
     w, m = s.policy_warmup_iters, s.policy_timed_iters
@@ -413,7 +417,7 @@ def run_alignlib_policy(path, prompts, s: BenchSettings, baseline: str, max_leng
     gen_tokens = sum(length * samples for length in history["response/length"][timed])
     return policy_run_record(clock, s, samples=samples, gen_tokens=gen_tokens, phases=phases, peak=mem.peak_mb,
                              rss_before=rss_before, dtypes=dtypes,
-                             extra={"self_reported_sec_per_iter": statistics.mean(history["time/iteration"][timed]),
+                             extra={"self_reported_sec_per_iter": statistics.mean(history["time/step"][timed]),
                                     "settings": {"baseline": baseline, "prompts_per_iter": cfg.prompts_per_iter,
                                                  "samples_per_prompt": k, "distinct_prompts": len(prompts),
                                                  "iterations": cfg.iterations, "amp": cfg.amp}})
@@ -721,7 +725,7 @@ def main(argv=None) -> int:
             "the policy (135M parameters), the default implementation for the reward model's LoRA + head.",
             "TRL RLOOTrainer computes log-probabilities under the temperature-scaled full softmax and always runs an "
             "extra no-grad forward for the old log-probabilities; alignlib scores replies under the renormalised "
-            "top-p distribution they were sampled from (rollout.top_p_mask: a top-512 sort per reply token).",
+            "top-p distribution they were sampled from (logprobs.top_p_mask: a top-512 sort per reply token).",
             "Sampling: TRL through transformers' TopPLogitsWarper (a sort of the whole vocabulary per generated "
             "token); alignlib through rollout.NucleusWarper (same rule, top-512 candidates).",
             "Reward scoring: alignlib left-pads and scores in batches of 16; TRL right-pads all replies of an "

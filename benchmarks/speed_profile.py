@@ -10,14 +10,14 @@ bf16 only where this CPU multiplies bf16 faster than float32, see alignlib/preci
 Reward model: (1) GEMM rates at the model's own matrix shapes next to a 2048^3 GEMM, in float32,
 and in bf16 where bf16 is native (emulated bf16 runs ~100x slower: its rate from the precision
 probe is recorded instead), (2) the torch profiler's split of CPU time over a few cpu-profile
-training steps of `reward.train_reward_model`, grouped into matrix products, attention,
+training steps of `reward_model_loop.train_reward_model`, grouped into matrix products, attention,
 LoRA-dropout masks, element-wise work, casts and copies, and the rest, and (3) real tokens per
 second of that loop (first step excluded): the profile's precision against forced float32, SDPA
 against eager attention, LoRA dropout on and off.
 
 Policy step: each optimisation against what it replaced, on the real policy: sampling with
 `rollout.NucleusWarper` vs transformers' TopPLogitsWarper, the dynamic vs the static KV cache
-in interleaved pairs (`rollout.kv_cache_for` takes the faster one on CPU), the gradient's nucleus (`rollout.top_p_mask`
+in interleaved pairs (`rollout.kv_cache_for` takes the faster one on CPU), the gradient's nucleus (`logprobs.top_p_mask`
 vs the full sort `top_p_mask_by_sort`) with the nucleus sizes seen, and fused vs for-loop AdamW
 over the policy's parameters.
 
@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from alignlib import config, data, models, precision, results, reward, rollout
+from alignlib import config, data, logprobs, models, precision, results, reward_model_loop, rollout, scoring
 from bench import StepClock, pick_prompts, spread  # benchmarks/bench.py
 
 STEPS = 4
@@ -80,7 +80,7 @@ def policy_optimisations(tokenizer, pairs) -> dict:
     autocast = lambda: precision.autocast(rl.amp, torch.device("cpu"))
     policy = models.load_policy()
     prompts = pick_prompts(tokenizer, pairs, rl.prompts_per_iter, 128)
-    ids, mask = rollout.left_pad(rollout.encode_prompts(tokenizer, prompts), tokenizer.pad_token_id)
+    ids, mask = data.left_pad(rollout.encode_prompts(tokenizer, prompts), tokenizer.pad_token_id)
     out = {"prompts": len(prompts), "new_tokens": rl.max_new_tokens, "top_p": rl.top_p, "repeats": REPEATS}
 
     def generate(warper):
@@ -100,10 +100,10 @@ def policy_optimisations(tokenizer, pairs) -> dict:
         full_mask = torch.cat([mask, torch.ones_like(sequences[:, ids.shape[1]:])], dim=1)
         logits = policy(input_ids=sequences, attention_mask=full_mask, logits_to_keep=rl.max_new_tokens + 1,
                         use_cache=False).logits[:, :-1].float()
-    sizes = rollout.top_p_mask_by_sort(logits, rl.top_p).sum(-1).flatten().float()
+    sizes = logprobs.top_p_mask_by_sort(logits, rl.top_p).sum(-1).flatten().float()
     out["gradient_nucleus_s"] = {
-        "top_p_mask_by_sort (whole vocabulary)": median_seconds(lambda: rollout.top_p_mask_by_sort(logits, rl.top_p)),
-        "top_p_mask (512 candidates)": median_seconds(lambda: rollout.top_p_mask(logits, rl.top_p))}
+        "top_p_mask_by_sort (whole vocabulary)": median_seconds(lambda: logprobs.top_p_mask_by_sort(logits, rl.top_p)),
+        "top_p_mask (512 candidates)": median_seconds(lambda: logprobs.top_p_mask(logits, rl.top_p))}
     out["nucleus_size"] = {"median": sizes.median(), "p90": sizes.quantile(0.9), "max": sizes.max(),
                            "share_over_512": (sizes > 512).float().mean(), "positions": sizes.numel()}
 
@@ -142,12 +142,13 @@ def kv_cache_timing(policy, tokenizer, prompts, pairs_of_calls: int = 6) -> dict
 def rm_tokens_per_s(tokenizer, pairs, run_cfg, attn: str = "sdpa") -> float:
     """Train a fresh reward model on `pairs` with `run_cfg` (STEPS steps) and return its real tokens
     per second, the first step excluded."""
+    results.seed_everything(run_cfg.seed)
     model = models.new_reward_model(run_cfg)
     model.get_base_model().set_attn_implementation(attn)
     with StepClock() as clock:
-        history = reward.train_reward_model(model, tokenizer, pairs, run_cfg, config.get_profile("cpu").data.max_length,
-                                            progress=False)
-    return sum(history["tokens"][1:]) / clock.window(1, STEPS - 1)
+        history = reward_model_loop.train_reward_model(model, tokenizer, pairs, run_cfg,
+                                                       config.get_profile("cpu").data.max_length, progress=False)
+    return sum(history["train/tokens"][1:]) / clock.window(1, STEPS - 1)
 
 
 def precision_pairs(tokenizer, pairs, pairs_of_runs: int = 3) -> dict:
@@ -168,17 +169,18 @@ def precision_pairs(tokenizer, pairs, pairs_of_runs: int = 3) -> dict:
 def reinforce_iteration(tokenizer, pairs, iterations: int = 3) -> dict:
     """Seconds per REINFORCE iteration of the cpu profile here (real policy, the published scalar RM,
     the profile's precision), first iteration excluded, split into generate / score / backward."""
-    from alignlib import reinforce
+    from alignlib import reinforce_loop
 
     rl = config.with_overrides(config.get_profile("cpu").reinforce, iterations=iterations)
     rm = models.load_reward_model(results.ROOT / "results" / "cpu" / "adapters" / "rm_scalar", num_labels=1)
-    scorer = reward.RewardScorer(rm, tokenizer, config.get_profile("cpu").data.max_length, 16, rl.amp)
+    scorer = scoring.RewardScorer(rm, tokenizer, config.get_profile("cpu").data.max_length, 16, rl.amp)
     prompts = pick_prompts(tokenizer, pairs, 4 * rl.prompts_per_iter, rl.max_prompt_tokens)
-    history = reinforce.train_reinforce(models.load_policy(), tokenizer, scorer.score, prompts, rl, progress=False)
+    results.seed_everything(rl.seed)
+    history = reinforce_loop.train_reinforce(models.load_policy(), tokenizer, scorer.score, prompts, rl, progress=False)
     out = {"prompts_per_iter": rl.prompts_per_iter, "max_new_tokens": rl.max_new_tokens,
            "iterations_timed": iterations - 1}
-    for key in ("iteration", "generate", "score", "backward"):
-        out[f"sec_{key}"] = spread(history[f"time/{key}"][1:])
+    for key, logged in (("iteration", "step"), ("generate", "generate"), ("score", "score"), ("backward", "backward")):
+        out[f"sec_{key}"] = spread(history[f"time/{logged}"][1:])
     out["reply_tokens_mean"] = spread(history["response/length"][1:])
     return out
 
@@ -246,7 +248,7 @@ def main():
     iteration = reinforce_iteration(tokenizer, train_pairs)
     print(json.dumps(results._clean(iteration), indent=1))
     record = {
-        "what": "reward model: torch profiler over reward.train_reward_model, cpu profile, precision "
+        "what": "reward model: torch profiler over reward_model_loop.train_reward_model, cpu profile, precision "
                 f"{used.amp}, batches of {cfg.batch_size} packed pairs, {STEPS} steps; shares of self CPU time",
         "precision": precision.describe(cfg.amp, "cpu"),
         "precision_probe_gflops": precision.cpu_matmul_gflops(),

@@ -169,8 +169,10 @@ def profile_tables() -> str:
     return "\n".join(lines)
 
 
-# the records each notebook writes; rm_scalar's wall time covers all of notebook 02 (the original-lr run included)
-NOTEBOOK_RECORDS = {"01_data": ["data"], "02_scalar_reward_model": ["rm_scalar"],
+# the records each notebook writes. Notebook 02 writes rm_scalar and, except at the full profile,
+# rm_scalar_original_lr; in records made before runs.reward_model_run (no "before_training" field), rm_scalar's
+# wall time covers the whole notebook, the original-lr run included, which must then not be counted twice.
+NOTEBOOK_RECORDS = {"01_data": ["data"], "02_scalar_reward_model": ["rm_scalar", "rm_scalar_original_lr"],
                     "03_reinforce": ["reinforce_ema", "reinforce_rloo", "reinforce_ema_kl"],
                     "04_probabilistic_reward_model": ["rm_prob", "rm_prob_beats", "reinforce_prob_expected",
                                                       "reinforce_prob_sampled"],
@@ -211,6 +213,8 @@ def costs_table(profile: str = "cpu") -> str:
              f"prompts, {recs['reinforce_ema']['config']['reinforce']['max_new_tokens']} new tokens) "
              f"| {it_then:.1f} | {it_here:.1f} |"]
     total_then = total_here = 0.0
+    if "before_training" not in recs["rm_scalar"]:  # an older record: its wall time holds the original-lr run
+        recs["rm_scalar_original_lr"] = {**recs["rm_scalar_original_lr"], "wall_time_s": 0.0}
     for nb, names in NOTEBOOK_RECORDS.items():
         then = sum(recs[n]["wall_time_s"] for n in names)
         projected = sum(recs[n]["wall_time_s"] * scale[n] for n in names)

@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
 
-from alignlib import checkpoint, config, models, reinforce, reward  # noqa: E402
+from alignlib import checkpoint, config, models, reinforce_loop, reward_model_loop  # noqa: E402
 from alignlib.data import PreferencePair  # noqa: E402
 from conftest import tiny_base, tiny_config  # noqa: E402
 
@@ -44,7 +44,7 @@ if kind == "rm":
     model = get_peft_model(tiny_base(tokenizer, seed=0), models.lora_config(cfg))
     pairs = [PreferencePair(({"role": "user", "content": f"Question {i}?"},), f"A helpful answer {i}.", "no", "t")
              for i in range(8)]
-    history = reward.train_reward_model(model, tokenizer, pairs, cfg, 64, progress=False,
+    history = reward_model_loop.train_reward_model(model, tokenizer, pairs, cfg, 64, progress=False,
                                         checkpoint_dir=ckpt_dir, checkpoint_every=2)
 else:
     from transformers import LlamaForCausalLM
@@ -55,7 +55,7 @@ else:
                                 max_new_tokens=4, lr=1e-3)
     prompts = [[{"role": "user", "content": w}] for w in ("cats", "dogs", "rain", "tea", "sun")]
     reward_fn = lambda p, texts: torch.tensor([t.count("e") + torch.rand(()).item() for t in texts])
-    history = reinforce.train_reinforce(policy, tokenizer, reward_fn, prompts, cfg, progress=False,
+    history = reinforce_loop.train_reinforce(policy, tokenizer, reward_fn, prompts, cfg, progress=False,
                                         checkpoint_dir=ckpt_dir, checkpoint_every=2)
 history = {k: v for k, v in history.items() if not k.startswith("time/")}
 Path(out).write_text(json.dumps(history))

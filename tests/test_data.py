@@ -57,6 +57,14 @@ def test_not_json_lines_names_file_and_line(tmp_path):
         data.read_jsonl(path)
 
 
+def test_truncated_gzip_names_the_file_and_what_to_do(tmp_path):
+    whole = gzip.compress(b"".join(b'{"chosen": "a", "rejected": "b"}\n' for _ in range(200)))
+    path = tmp_path / "cut.jsonl.gz"
+    path.write_bytes(whole[: len(whole) // 2])  # an interrupted download
+    with pytest.raises(data.DataFileError, match=r"cut.jsonl.gz: the gzip file ends early .* download or copy it again"):
+        data.read_jsonl(path)
+
+
 def test_missing_offline_data_says_where_to_put_it(tmp_path):
     with pytest.raises(data.DataFileError, match="ALIGNLIB_HH_RLHF_DIR"):
         data.load_hh_rlhf(tmp_path)

@@ -1,27 +1,27 @@
 import numpy as np
 import pytest
 
-from alignlib import evaluate
+from alignlib import evaluate, stats
 
 
 def test_bootstrap_ci_constant_and_deterministic():
-    assert evaluate.bootstrap_ci([0.7] * 50) == pytest.approx([0.7, 0.7])
+    assert stats.bootstrap_ci([0.7] * 50) == pytest.approx([0.7, 0.7])
     x = np.r_[np.ones(60), np.zeros(40)]
-    lo, hi = evaluate.bootstrap_ci(x, seed=1)
-    assert evaluate.bootstrap_ci(x, seed=1) == [lo, hi]
+    lo, hi = stats.bootstrap_ci(x, seed=1)
+    assert stats.bootstrap_ci(x, seed=1) == [lo, hi]
     # normal approximation: 0.6 +- 1.96 * sqrt(0.24 / 100) = [0.504, 0.696]
     assert lo == pytest.approx(0.504, abs=0.02) and hi == pytest.approx(0.696, abs=0.02)
 
 
 def test_bootstrap_ci_needs_values():
     with pytest.raises(ValueError):
-        evaluate.bootstrap_ci([])
+        stats.bootstrap_ci([])
 
 
 def test_length_analysis_by_hand():
     len_c, len_r = [10, 5, 8, 3], [4, 9, 8, 7]
     r_c, r_r = [1.0, 2.0, 0.0, -1.0], [0.0, 1.0, 1.0, 0.0]
-    out = evaluate.length_analysis(len_c, len_r, r_c, r_r)
+    out = stats.length_analysis(len_c, len_r, r_c, r_r)
     # pairs with different lengths: 0 (RM prefers the longer), 1 (prefers the shorter), 3 (prefers the longer)
     assert out["rm_prefers_longer"] == pytest.approx(2 / 3)
     assert out["length_baseline_accuracy"] == pytest.approx((1 + 0 + 0.5 + 0) / 4)
@@ -31,9 +31,9 @@ def test_length_analysis_by_hand():
 def test_distinct_and_repetition_by_hand():
     replies = [[1, 2, 3, 1, 2], [1, 2]]
     # bigrams: (1,2) (2,3) (3,1) (1,2) | (1,2) -> 3 unique of 5
-    assert evaluate.distinct_n(replies, 2) == pytest.approx(3 / 5)
+    assert stats.distinct_n(replies, 2) == pytest.approx(3 / 5)
     # 2-grams within reply 0: 4, one repeat -> 0.25; reply 1: 1 gram, no repeat -> 0
-    assert evaluate.repetition_rate(replies, n=2) == pytest.approx((0.25 + 0.0) / 2)
+    assert stats.repetition_rate(replies, n=2) == pytest.approx((0.25 + 0.0) / 2)
 
 
 def test_compare_policies_by_hand():
@@ -48,7 +48,7 @@ def test_distribution_report_by_hand():
     big = 30.0
     lc = np.full((2, 10), -big); lc[0, 7] = big; lc[1, 2] = big  # certain: 8 and 3
     lr = np.full((2, 10), -big); lr[0, 4] = big; lr[1, 4] = big  # certain: 5 and 5
-    out = evaluate.distribution_report(lc, lr)
+    out = stats.distribution_report(lc, lr)
     assert out["expected_score_mean"] == pytest.approx((8 + 3 + 5 + 5) / 4)
     assert out["var_mean"] == pytest.approx(0.0, abs=1e-6)
     assert out["classes_used_as_argmax"] == 3 and out["top_class_share"] == pytest.approx(0.5)
@@ -56,7 +56,7 @@ def test_distribution_report_by_hand():
 
 
 def test_paired_reward_comparison_by_hand():
-    out = evaluate.paired_reward_comparison([1.0, 2.0, 3.0, 2.0], [2.0, 2.0, 1.0, 4.0])
+    out = stats.paired_reward_comparison([1.0, 2.0, 3.0, 2.0], [2.0, 2.0, 1.0, 4.0])
     # differences +1, 0, -2, +2: mean 0.25; wins 1, 0.5 (tie), 0, 1 -> 0.625
     assert out["reward_delta_mean"] == pytest.approx(0.25)
     assert out["win_rate"] == pytest.approx(0.625)
@@ -65,9 +65,9 @@ def test_paired_reward_comparison_by_hand():
     assert out["reward_sft_mean"] == pytest.approx(2.0) and out["reward_rl_mean"] == pytest.approx(2.25)
     lo, hi = out["reward_delta_ci95"]
     assert lo < 0.25 < hi
-    assert evaluate.paired_reward_comparison([1.0, 1.0], [1.0, 2.0])["reward_delta_sd_units"] is None
+    assert stats.paired_reward_comparison([1.0, 1.0], [1.0, 2.0])["reward_delta_sd_units"] is None
     with pytest.raises(ValueError, match="paired rewards"):
-        evaluate.paired_reward_comparison([1.0, 2.0], [1.0])
+        stats.paired_reward_comparison([1.0, 2.0], [1.0])
 
 
 def test_cross_judge_scores_every_run_with_every_judge():

@@ -5,7 +5,7 @@ for the probabilistic RM (on CPU too: torch has fp16 autocast and a GradScaler f
 import numpy as np
 import torch
 
-from alignlib import config, reinforce, reward
+from alignlib import config, reinforce_loop, reward_model_loop
 from test_reinforce import PROMPTS, toy_reward
 from test_reward import toy_pairs
 
@@ -22,8 +22,8 @@ def test_full_reward_model_settings_run_on_cpu(tiny_rm, tokenizer, monkeypatch):
             lambda module, args: seen.append((torch.is_autocast_enabled("cpu"),
                                               torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else None)))
         pairs = toy_pairs() * 2  # enough for two full batches of FULL's batch size
-        hist = reward.train_reward_model(model, tokenizer, pairs, capped, FULL.data.max_length, progress=False)
-        assert len(hist["step"]) == 2 and np.isfinite(hist["loss"]).all()
+        hist = reward_model_loop.train_reward_model(model, tokenizer, pairs, capped, FULL.data.max_length, progress=False)
+        assert len(hist["step"]) == 2 and np.isfinite(hist["train/loss"]).all()
         assert seen == [autocast_seen] * 2  # the training forward passes ran in the profile's precision
 
 
@@ -39,6 +39,6 @@ def test_full_reinforce_settings_run_on_cpu(tokenizer):
     before = policy.lm_head.weight.detach().clone()
     cfg = config.with_overrides(FULL.reinforce, iterations=1)
     prompts = PROMPTS * 4  # FULL samples 16 prompts per iteration
-    hist = reinforce.train_reinforce(policy, tokenizer, toy_reward, prompts, cfg, progress=False)
-    assert hist["iteration"] == [1] and np.isfinite(hist["grad_norm"]).all()
+    hist = reinforce_loop.train_reinforce(policy, tokenizer, toy_reward, prompts, cfg, progress=False)
+    assert hist["step"] == [1] and np.isfinite(hist["optim/grad_norm"]).all()
     assert not torch.equal(before, policy.lm_head.weight)  # a full fine-tuning step was taken

@@ -1,5 +1,4 @@
 import pytest
-import torch
 
 from alignlib import models, rollout
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from alignlib import checkpoint, config, precision, reinforce, results, reward
+from alignlib import checkpoint, config, precision, reinforce_loop, results, reward_model_loop
 from test_reinforce import PROMPTS, toy_reward
 from test_reward import toy_pairs
 
@@ -125,9 +125,9 @@ def test_fp16_rm_training_skips_overflowing_steps_and_goes_on(tiny_rm, tokenizer
         return norm
 
     monkeypatch.setattr(precision, "clip_and_step", spy)
-    hist = reward.train_reward_model(model, tokenizer, toy_pairs(), cfg, 128, progress=False,
+    hist = reward_model_loop.train_reward_model(model, tokenizer, toy_pairs(), cfg, 128, progress=False,
                                      checkpoint_dir=tmp_path / "ckpt", checkpoint_every=6)
-    norms = hist["grad_norm"]
+    norms = hist["optim/grad_norm"]
     assert len(norms) == 12 and norms[0] is None  # 2**16 is too large a scale for this model at first
     natural = next(i for i, g in enumerate(norms) if g is not None)
     assert natural < injected and all(g is not None for g in norms[natural:injected])
@@ -137,13 +137,13 @@ def test_fp16_rm_training_skips_overflowing_steps_and_goes_on(tiny_rm, tokenizer
         assert all(torch.equal(snapshots[step][n], snapshots[step + 1][n]) for n in snapshots[0])
         assert scales[step] == (scales[step - 1] if step else 2.0**16) / 2
     assert any(not torch.equal(snapshots[0][n], snapshots[-1][n]) for n in snapshots[0])  # it trained
-    assert np.mean(hist["loss"][-3:]) < np.mean(hist["loss"][natural:natural + 3])
+    assert np.mean(hist["train/loss"][-3:]) < np.mean(hist["train/loss"][natural:natural + 3])
     state = torch.load(checkpoint.latest(tmp_path / "ckpt") / "state.pt", weights_only=False)
     assert state["extra"]["scaler"]["scale"] == scales[-1]
     monkeypatch.setattr(results, "results_dir", lambda profile: tmp_path)
     results.write_record("rm_prob", "smoke", model_source="tiny", data_source="test", seed=0, wall_time_s=1.0,
                          config={}, metrics={"skipped_steps": precision.skipped_steps(norms)}, amp=cfg.amp, curve=hist)
-    assert json.loads((tmp_path / "rm_prob.json").read_text())["curve"]["grad_norm"][injected] is None
+    assert json.loads((tmp_path / "rm_prob.json").read_text())["curve"]["optim/grad_norm"][injected] is None
 
 
 def test_fp16_overflow_at_every_step_stops_with_a_clear_error(tiny_rm, tokenizer):
@@ -151,7 +151,7 @@ def test_fp16_overflow_at_every_step_stops_with_a_clear_error(tiny_rm, tokenizer
     model = tiny_rm(num_labels=10)
     trainable(model).register_hook(InfOnce(at=range(1, 1000)))
     with pytest.raises(FloatingPointError, match="skipped 20 steps in a row at step 19"):
-        reward.train_reward_model(model, tokenizer, toy_pairs(), cfg, 128, progress=False)
+        reward_model_loop.train_reward_model(model, tokenizer, toy_pairs(), cfg, 128, progress=False)
 
 
 def test_float32_overflow_is_fatal(tiny_rm, tokenizer):
@@ -160,7 +160,7 @@ def test_float32_overflow_is_fatal(tiny_rm, tokenizer):
     model = tiny_rm()
     trainable(model).register_hook(InfOnce(at={2}))
     with pytest.raises(FloatingPointError, match="non-finite gradient norm at step 1"):
-        reward.train_reward_model(model, tokenizer, toy_pairs(), cfg, 128, progress=False)
+        reward_model_loop.train_reward_model(model, tokenizer, toy_pairs(), cfg, 128, progress=False)
 
 
 def test_fp16_reinforce_skips_an_overflowing_step_and_goes_on(tokenizer):
@@ -173,7 +173,7 @@ def test_fp16_reinforce_skips_an_overflowing_step_and_goes_on(tokenizer):
     policy.model.norm.weight.register_hook(InfOnce(at={2}))
     cfg = config.with_overrides(config.get_profile("smoke").reinforce, iterations=4, prompts_per_iter=2,
                                 max_new_tokens=4, lr=1e-3, amp="fp16")
-    hist = reinforce.train_reinforce(policy, tokenizer, toy_reward, PROMPTS, cfg, progress=False)
-    assert hist["iteration"] == [1, 2, 3, 4]
-    assert hist["grad_norm"][1] is None and all(g is not None for g in hist["grad_norm"][2:])
-    assert reinforce.summarize_history(hist)["skipped_steps"] == 1 + (hist["grad_norm"][0] is None)
+    hist = reinforce_loop.train_reinforce(policy, tokenizer, toy_reward, PROMPTS, cfg, progress=False)
+    assert hist["step"] == [1, 2, 3, 4]
+    assert hist["optim/grad_norm"][1] is None and all(g is not None for g in hist["optim/grad_norm"][2:])
+    assert reinforce_loop.summarize_history(hist)["skipped_steps"] == 1 + (hist["optim/grad_norm"][0] is None)

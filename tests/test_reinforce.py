@@ -1,23 +1,8 @@
-import math
-
 import numpy as np
 import pytest
 import torch
 
-from alignlib import config, reinforce
-
-
-def test_ema_baseline_by_hand():
-    r = torch.tensor([0.0, 2.0, 4.0])
-    assert reinforce.ema_baseline(None, r, 0.9) == pytest.approx(2.0)  # starts at the first batch mean
-    assert reinforce.ema_baseline(1.0, r, 0.9) == pytest.approx(0.9 * 1.0 + 0.1 * 2.0)
-
-
-def test_rloo_baseline_by_hand():
-    assert reinforce.rloo_baseline(torch.tensor([[1.0, 3.0]])).tolist() == [[3.0, 1.0]]
-    assert reinforce.rloo_baseline(torch.tensor([[1.0, 2.0, 6.0]])).tolist() == [[4.0, 3.5, 1.5]]
-    with pytest.raises(ValueError, match="k >= 2"):
-        reinforce.rloo_baseline(torch.tensor([[1.0]]))
+from alignlib import config, losses, reinforce_loop, results
 
 
 def test_kl_penalty_by_hand():
@@ -25,7 +10,7 @@ def test_kl_penalty_by_hand():
     logp = torch.tensor([[-1.0, -2.0, -3.0], [-0.5, -0.5, -0.5]])
     ref = torch.tensor([[-1.5, -2.0, -9.0], [-1.0, -1.0, -1.0]])
     mask = torch.tensor([[1.0, 1.0, 0.0], [1.0, 1.0, 1.0]])
-    shaped, kl = reinforce.kl_penalized_rewards(r, logp, ref, mask, beta=0.1)
+    shaped, kl = losses.kl_penalized_rewards(r, logp, ref, mask, beta=0.1)
     assert kl.tolist() == pytest.approx([0.5, 1.5])  # the masked third token of row 0 is ignored
     assert shaped.tolist() == pytest.approx([1.0 - 0.05, 0.0 - 0.15])
 
@@ -33,7 +18,7 @@ def test_kl_penalty_by_hand():
 def test_reinforce_loss_gradient_is_minus_advantage_over_batch():
     seq_logp = torch.tensor([-3.0, -5.0], requires_grad=True)
     adv = torch.tensor([2.0, -1.0])
-    loss = reinforce.reinforce_loss(seq_logp, adv)
+    loss = losses.reinforce_loss(seq_logp, adv)
     loss.backward()
     assert loss.item() == pytest.approx(-(2 * -3 + -1 * -5) / 2)
     assert seq_logp.grad.tolist() == [-1.0, 0.5]
@@ -52,7 +37,7 @@ def run(tiny_policy_factory, tokenizer, **changes):
                                 max_new_tokens=5, lr=1e-3, **changes)
     policy = tiny_policy_factory()
     ref = tiny_policy_factory() if cfg.kl_beta > 0 or changes.get("kl_log_every") else None
-    return reinforce.train_reinforce(policy, tokenizer, toy_reward, PROMPTS, cfg, ref_policy=ref, progress=False)
+    return reinforce_loop.train_reinforce(policy, tokenizer, toy_reward, PROMPTS, cfg, ref_policy=ref, progress=False)
 
 
 @pytest.fixture
@@ -76,9 +61,10 @@ def strip_times(h):
 def test_loop_is_reproducible_and_logs_everything(policy_factory, tokenizer, changes):
     h1, h2 = run(policy_factory, tokenizer, **changes), run(policy_factory, tokenizer, **changes)
     assert strip_times(h1) == strip_times(h2)
-    assert h1["iteration"] == [1, 2]
-    for key in ("reward/mean", "baseline", "advantage/std", "response/length", "response/ended_frac", "entropy",
-                "grad_norm", "time/iteration"):
+    assert h1["step"] == [1, 2]
+    assert set(h1) == set(reinforce_loop.HISTORY_KEYS)
+    for key in ("train/loss", "reward/mean", "advantage/baseline", "advantage/mean", "advantage/sq_mean", "advantage/std",
+                "response/length", "response/ended_frac", "policy/entropy", "optim/lr", "optim/grad_norm", "time/step"):
         assert len(h1[key]) == 2 and all(np.isfinite(h1[key]))
     if changes.get("kl_beta"):
         assert all(v is not None for v in h1["kl/to_sft"])
@@ -94,7 +80,7 @@ def test_loop_refuses_inconsistent_settings(policy_factory, tokenizer):
     with pytest.raises(ValueError, match="RLOO needs samples_per_prompt >= 2"):
         run(policy_factory, tokenizer, baseline="rloo", samples_per_prompt=1)
     with pytest.raises(ValueError, match="ref_policy"):
-        reinforce.train_reinforce(policy_factory(), tokenizer, toy_reward, PROMPTS,
+        reinforce_loop.train_reinforce(policy_factory(), tokenizer, toy_reward, PROMPTS,
                                   config.with_overrides(config.get_profile("smoke").reinforce, kl_beta=0.1),
                                   progress=False)
 
@@ -103,19 +89,36 @@ def test_non_finite_reward_stops_the_run_and_names_it(policy_factory, tokenizer)
     cfg = config.with_overrides(config.get_profile("smoke").reinforce, iterations=2, prompts_per_iter=2, max_new_tokens=3)
     nan_reward = lambda prompts, texts: torch.full((len(texts),), float("nan"))
     with pytest.raises(FloatingPointError, match="non-finite reward at iteration 0"):
-        reinforce.train_reinforce(policy_factory(), tokenizer, nan_reward, PROMPTS, cfg, progress=False)
+        reinforce_loop.train_reinforce(policy_factory(), tokenizer, nan_reward, PROMPTS, cfg, progress=False)
 
 
 def test_sampled_reward_mode_is_reproducible(policy_factory, tokenizer):
-    """r ~ p draws from torch's generator, which the loop seeds: the same seed gives the same run."""
+    """r ~ p draws from torch's global generator, which the run seeds once at its top: the same seed gives the
+    same run (sampling the replies draws from a generator of its own and does not disturb it)."""
     def sampled_reward(prompts, texts):
         return torch.multinomial(torch.full((len(texts), 10), 0.1), 1)[:, 0].float() + 1
 
     cfg = config.with_overrides(config.get_profile("smoke").reinforce, iterations=2, prompts_per_iter=2,
-                                max_new_tokens=5, lr=1e-3, reward_mode="sampled")
-    h1, h2 = (reinforce.train_reinforce(policy_factory(), tokenizer, sampled_reward, PROMPTS, cfg, progress=False)
-              for _ in range(2))
+                                max_new_tokens=5, lr=1e-3)
+
+    def seeded_run(cfg):
+        policy = policy_factory()
+        results.seed_everything(cfg.seed)
+        return reinforce_loop.train_reinforce(policy, tokenizer, sampled_reward, PROMPTS, cfg, progress=False)
+
+    h1, h2 = seeded_run(cfg), seeded_run(cfg)
     assert strip_times(h1) == strip_times(h2)
-    h3 = reinforce.train_reinforce(policy_factory(), tokenizer, sampled_reward, PROMPTS,
-                                   config.with_overrides(cfg, seed=3), progress=False)
+    h3 = seeded_run(config.with_overrides(cfg, seed=3))
     assert h3["reward/mean"] != h1["reward/mean"]
+
+
+def test_summarize_history_by_hand():
+    history = {"step": [1, 2, 3], "time/step": [1.0, 2.0, 6.0], "advantage/var": [0.5, 1.5, 1.0],
+               "advantage/sq_mean": [1.0, 2.0, 3.0], "advantage/mean": [0.0, 0.3, -0.6],
+               "optim/grad_norm": [0.1, None, 0.2], "reward/mean": [1.0, 2.0, 4.0],
+               "time/generate": [0.5, 1.0, 3.0], "time/score": [0.1, 0.2, 0.3], "time/backward": [0.4, 0.8, 2.7]}
+    s = reinforce_loop.summarize_history(history, last=2)
+    assert s == pytest.approx({"iterations": 3, "sec_per_iter": 3.0, "advantage_var": 1.0, "advantage_sq_mean": 2.0,
+                               "advantage_mean": -0.1, "skipped_steps": 1, "train_reward_first": 1.5,
+                               "train_reward_last": 3.0, "sec_generate_per_iter": 1.5, "sec_score_per_iter": 0.2,
+                               "sec_backward_per_iter": 1.3})

@@ -31,7 +31,7 @@ def test_killed_run_resumes_to_the_same_result(tmp_path, kind, kill_at):
     assert "resuming" in resumed.stdout
     a, b = json.loads((tmp_path / "a.json").read_text()), json.loads((tmp_path / "b.json").read_text())
     assert a == b
-    assert len(a["loss"]) >= 6
+    assert len(a["train/loss"]) >= 6
 
 
 def test_changed_config_refuses_to_resume(tmp_path):

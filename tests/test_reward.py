@@ -4,24 +4,24 @@ import numpy as np
 import pytest
 import torch
 
-from alignlib import config, data, losses, reward
+from alignlib import config, data, losses, models, packing, reward_model_loop, scoring, stats
 from alignlib.data import EncodedPair, PreferencePair
 
 PROMPT = ({"role": "user", "content": "Why is the sky blue?"},)
 
 
 def scorer(model, tokenizer):
-    return reward.RewardScorer(model, tokenizer, max_length=256, batch_size=4)
+    return scoring.RewardScorer(model, tokenizer, max_length=256, batch_size=4)
 
 
 def test_positions_from_mask_by_hand():
     mask = torch.tensor([[0, 0, 1, 1], [1, 1, 1, 1]])
-    assert reward.positions_from_mask(mask).tolist() == [[0, 0, 0, 1], [0, 1, 2, 3]]
+    assert data.positions_from_mask(mask).tolist() == [[0, 0, 0, 1], [0, 1, 2, 3]]
 
 
 def test_packed_mask_by_hand():
     seg = torch.tensor([[0, 1, 1, 2, 3]])  # pad, P, P, C, R
-    m = reward.packed_pair_mask(seg)[0, 0].int().tolist()
+    m = packing.packed_pair_mask(seg)[0, 0].int().tolist()
     assert m == [[1, 0, 0, 0, 0],   # padding attends to itself only
                  [0, 1, 0, 0, 0],   # prompt: causal
                  [0, 1, 1, 0, 0],
@@ -30,7 +30,7 @@ def test_packed_mask_by_hand():
 
 
 def test_pack_pairs_layout():
-    packed = reward.pack_pairs([EncodedPair([1, 2], [3, 4, 5], [6], False), EncodedPair([1], [3], [6, 7], False)], 0)
+    packed = packing.pack_pairs([EncodedPair([1, 2], [3, 4, 5], [6], False), EncodedPair([1], [3], [6, 7], False)], 0)
     assert packed.input_ids.tolist() == [[1, 2, 3, 4, 5, 6], [0, 0, 1, 3, 6, 7]]
     assert packed.position_ids.tolist() == [[0, 1, 2, 3, 4, 2], [0, 0, 0, 1, 1, 2]]
     assert packed.chosen_end.tolist() == [4, 3] and packed.rejected_end.tolist() == [5, 5]
@@ -74,7 +74,7 @@ def test_our_pooling_matches_transformers_native_pooling(tiny_rm, tokenizer):
     seqs = [data.encode_prompt_response(tokenizer, PROMPT, r, 256)[0] for r in ("Short.", "A longer reply here.")]
     ids, mask = data.left_pad(seqs, tokenizer.pad_token_id)
     with torch.no_grad():
-        ours = reward.sequence_logits(model, ids, mask)
+        ours = scoring.sequence_logits(model, ids, mask)
         native = model(input_ids=ids, attention_mask=mask).logits
     assert torch.allclose(ours, native, atol=1e-5)
 
@@ -84,7 +84,7 @@ def test_packed_pair_scores_equal_separate_scores(tiny_rm, tokenizer):
     pairs = [PreferencePair(PROMPT, "Rayleigh scattering.", "No idea.", "t"),
              PreferencePair(({"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"},
                              {"role": "user", "content": "Name a colour"}), "Blue", "I would rather not say.", "t")]
-    out = reward.pair_rewards(model, tokenizer, pairs, max_length=256, batch_size=2)
+    out = scoring.pair_rewards(model, tokenizer, pairs, max_length=256, batch_size=2)
     sc = scorer(model, tokenizer)
     sep_c = sc.score([p.prompt for p in pairs], [p.chosen for p in pairs]).numpy()
     sep_r = sc.score([p.prompt for p in pairs], [p.rejected for p in pairs]).numpy()
@@ -93,7 +93,7 @@ def test_packed_pair_scores_equal_separate_scores(tiny_rm, tokenizer):
 
 
 def test_pairwise_metrics_by_hand():
-    m = reward.pairwise_metrics(np.array([2.0, 0.0, 1.0]), np.array([1.0, 1.0, 1.0]))
+    m = stats.pairwise_metrics(np.array([2.0, 0.0, 1.0]), np.array([1.0, 1.0, 1.0]))
     assert m["val_accuracy"] == pytest.approx(1 / 3)  # a tie is not a win
     assert m["val_loss"] == pytest.approx((math.log1p(math.exp(-1)) + math.log1p(math.e) + math.log(2)) / 3)
     assert m["val_margin_mean"] == pytest.approx(0.0) and m["n_pairs"] == 3
@@ -112,20 +112,20 @@ def test_training_is_reproducible_and_learns(tiny_rm, tokenizer):
     runs = []
     for _ in range(2):
         model = tiny_rm(seed=1)
-        before = reward.pair_rewards(model, tokenizer, toy_pairs(), 128)
-        hist = reward.train_reward_model(model, tokenizer, toy_pairs(), cfg, max_length=128, progress=False)
-        after = reward.pair_rewards(model, tokenizer, toy_pairs(), 128)
+        before = scoring.pair_rewards(model, tokenizer, toy_pairs(), 128)
+        hist = reward_model_loop.train_reward_model(model, tokenizer, toy_pairs(), cfg, max_length=128, progress=False)
+        after = scoring.pair_rewards(model, tokenizer, toy_pairs(), 128)
         runs.append((hist, before, after))
     (h1, b1, a1), (h2, _, _) = runs
-    assert h1["loss"] == h2["loss"] and len(h1["step"]) == 18
-    m_before = reward.pairwise_metrics(b1["chosen"], b1["rejected"])
-    m_after = reward.pairwise_metrics(a1["chosen"], a1["rejected"])
+    assert h1["train/loss"] == h2["train/loss"] and len(h1["step"]) == 18
+    m_before = stats.pairwise_metrics(b1["chosen"], b1["rejected"])
+    m_after = stats.pairwise_metrics(a1["chosen"], a1["rejected"])
     assert m_after["val_loss"] < m_before["val_loss"] - 0.1 and m_after["val_accuracy"] == 1.0
 
 
 def test_grad_accumulation_counts_steps(tiny_rm, tokenizer):
     cfg = config.with_overrides(config.get_profile("smoke").rm_scalar, batch_size=2, grad_accum=3, max_steps=None)
-    hist = reward.train_reward_model(tiny_rm(), tokenizer, toy_pairs(), cfg, max_length=128, progress=False)
+    hist = reward_model_loop.train_reward_model(tiny_rm(), tokenizer, toy_pairs(), cfg, max_length=128, progress=False)
     assert len(hist["step"]) == 2  # 12 pairs / (2 pairs x 3 micro-batches)
 
 
@@ -139,54 +139,51 @@ def test_save_and_reload_gives_the_same_scores(tiny_rm, tokenizer, tmp_path):
         for name, p in model.named_parameters():
             if "lora_B" in name:
                 p.normal_(0, 0.5)
-    reward.save_reward_model(model, tmp_path / "rm", max_length=128)
+    models.save_reward_model(model, tmp_path / "rm", max_length=128)
     base = tiny_base(tokenizer, seed=3)
     with torch.no_grad():
         base.score.weight.zero_()  # a different fresh head: the saved one must replace it
     reloaded = PeftModel.from_pretrained(base, tmp_path / "rm").eval()
     pairs = toy_pairs()[:3]
-    a = reward.pair_rewards(model, tokenizer, pairs, 128)
-    b = reward.pair_rewards(reloaded, tokenizer, pairs, 128)
+    a = scoring.pair_rewards(model, tokenizer, pairs, 128)
+    b = scoring.pair_rewards(reloaded, tokenizer, pairs, 128)
     np.testing.assert_allclose(a["chosen"], b["chosen"], atol=1e-6)
     np.testing.assert_allclose(a["rejected"], b["rejected"], atol=1e-6)
     assert np.abs(a["chosen"]).max() > 0.1
 
 
 def test_scorer_refuses_a_tokenizer_of_another_model(tokenizer):
-    from peft import get_peft_model
     from transformers import LlamaConfig, LlamaForSequenceClassification
-
-    from alignlib import models
 
     other = LlamaForSequenceClassification(LlamaConfig(vocab_size=32000, hidden_size=16, intermediate_size=32,
                                                        num_hidden_layers=1, num_attention_heads=2,
                                                        num_key_value_heads=1, num_labels=1, pad_token_id=0))
     with pytest.raises(ValueError, match="vocabulary of 32000 tokens but the tokenizer has 49152"):
-        reward.RewardScorer(other, tokenizer)
+        scoring.RewardScorer(other, tokenizer)
 
 
 def test_non_finite_loss_stops_training_and_names_the_step(tiny_rm, tokenizer, monkeypatch):
     cfg = config.with_overrides(config.get_profile("smoke").rm_scalar, batch_size=4, max_steps=None)
-    monkeypatch.setattr(reward, "pair_loss", lambda cfg, c, r: (c - r).mean() * float("nan"))
+    monkeypatch.setattr(reward_model_loop, "reward_model_loss", lambda kind, c, r, m, cc: (c - r).mean() * float("nan"))
     with pytest.raises(FloatingPointError, match="non-finite RM loss .* at step 0"):
-        reward.train_reward_model(tiny_rm(), tokenizer, toy_pairs(), cfg, max_length=128, progress=False)
+        reward_model_loop.train_reward_model(tiny_rm(), tokenizer, toy_pairs(), cfg, max_length=128, progress=False)
 
 
 @pytest.mark.parametrize("loss", ["expected_score", "prob_beats"])
 def test_probabilistic_rm_training_is_reproducible(tiny_rm, tokenizer, loss):
     cfg = config.with_overrides(config.get_profile("smoke").rm_prob, loss=loss, lr=5e-3, batch_size=4,
                                 max_steps=None, epochs=2, lora_dropout=0.3)
-    h1, h2 = (reward.train_reward_model(tiny_rm(num_labels=10, seed=1, lora_dropout=0.3), tokenizer, toy_pairs(),
+    h1, h2 = (reward_model_loop.train_reward_model(tiny_rm(num_labels=10, seed=1, lora_dropout=0.3), tokenizer, toy_pairs(),
                                         cfg, max_length=128, progress=False) for _ in range(2))
-    assert h1["loss"] == h2["loss"] and len(h1["loss"]) == 6
-    assert all(np.isfinite(h1["loss"]))
+    assert h1["train/loss"] == h2["train/loss"] and len(h1["train/loss"]) == 6
+    assert all(np.isfinite(h1["train/loss"]))
 
 
 def test_a_different_seed_gives_a_different_run(tiny_rm, tokenizer):
     cfg = config.with_overrides(config.get_profile("smoke").rm_scalar, lr=5e-3, batch_size=4, max_steps=None,
                                 lora_dropout=0.3)
-    same = reward.train_reward_model(tiny_rm(seed=1, lora_dropout=0.3), tokenizer, toy_pairs(), cfg, 128,
+    same = reward_model_loop.train_reward_model(tiny_rm(seed=1, lora_dropout=0.3), tokenizer, toy_pairs(), cfg, 128,
                                      progress=False)
-    other = reward.train_reward_model(tiny_rm(seed=1, lora_dropout=0.3), tokenizer, toy_pairs(),
+    other = reward_model_loop.train_reward_model(tiny_rm(seed=1, lora_dropout=0.3), tokenizer, toy_pairs(),
                                       config.with_overrides(cfg, seed=7), 128, progress=False)
-    assert same["loss"] != other["loss"]  # another batch order and other dropout masks
+    assert same["train/loss"] != other["train/loss"]  # another batch order

@@ -1,67 +1,9 @@
-import math
-
 import pytest
 import torch
 
-from alignlib import rollout
+from alignlib import data, logprobs, rollout
 
 EOS = 2
-
-
-def test_response_mask_stops_after_first_eos():
-    tokens = torch.tensor([[5, EOS, EOS], [5, 6, 7], [EOS, 9, EOS]])
-    assert rollout.response_mask(tokens, EOS).tolist() == [[1, 1, 0], [1, 1, 1], [1, 0, 0]]
-
-
-def test_token_logprobs_plain_and_nucleus_by_hand():
-    probs = torch.tensor([0.5, 0.3, 0.2])
-    logits = probs.log().view(1, 1, 3)
-    tok = lambda t: torch.tensor([[t]])
-    assert rollout.token_logprobs(logits, tok(1)).item() == pytest.approx(math.log(0.3))
-    # top_p = 0.7: sorted ascending 0.2, 0.3, 0.5 -> cumulative 0.2, 0.5, 1.0; drop cum <= 0.3 -> {0.3, 0.5}
-    assert rollout.token_logprobs(logits, tok(1), top_p=0.7).item() == pytest.approx(math.log(0.3 / 0.8))
-    assert rollout.top_p_mask(logits, 0.7)[0, 0].tolist() == [True, True, False]
-    # top_p = 0.5 keeps {0.5} only ...
-    assert rollout.top_p_mask(logits, 0.5)[0, 0].tolist() == [True, False, False]
-    assert rollout.token_logprobs(logits, tok(0), top_p=0.5).item() == pytest.approx(0.0, abs=1e-6)
-    # ... but a sampled token is never -inf: it joins the set
-    assert rollout.token_logprobs(logits, tok(1), top_p=0.5).item() == pytest.approx(math.log(0.3 / 0.8))
-
-
-def test_top_p_mask_matches_transformers_warper():
-    from transformers.generation.logits_process import TopPLogitsWarper
-
-    torch.manual_seed(0)
-    logits = torch.randn(4, 50) * 3
-    warped = TopPLogitsWarper(0.9)(None, logits.clone())
-    assert torch.equal(rollout.top_p_mask(logits, 0.9), torch.isfinite(warped))
-    assert torch.equal(rollout.top_p_mask_by_sort(logits, 0.9), torch.isfinite(warped))
-
-
-def test_top_p_mask_candidates_and_fallback_match_the_full_sort():
-    """Flat rows need more than `candidates` tokens (full-sort fallback), peaked rows fewer;
-    a (2, 3, vocab) batch mixes both and keeps its shape."""
-    torch.manual_seed(1)
-    logits = torch.randn(2, 3, 400)
-    logits[0] *= 8  # peaked: a nucleus of a few tokens
-    logits[1] *= 0.5  # flat: hundreds of tokens
-    reference = rollout.top_p_mask_by_sort(logits, 0.9)
-    sizes = reference.sum(-1)
-    assert sizes[0].max() < 20 and sizes[1].min() > 40
-    fast = rollout.top_p_mask(logits, 0.9, candidates=20)
-    assert fast.shape == logits.shape and torch.equal(fast, reference)
-
-
-def test_top_p_mask_differs_from_the_sort_only_among_tied_tokens():
-    """bf16 logits tie often; at the boundary the warper keeps the tied tokens its sort puts
-    first. Any difference must be a token tied with the reference's least likely kept token."""
-    torch.manual_seed(2)
-    logits = (torch.randn(64, 1000) * 4).bfloat16().float()  # many exact ties
-    fast, reference = rollout.top_p_mask(logits, 0.9, candidates=100), rollout.top_p_mask_by_sort(logits, 0.9)
-    boundary = logits.masked_fill(~reference, float("inf")).amin(-1, keepdim=True).expand_as(logits)
-    differ = fast != reference
-    assert differ.any()  # this seed has ties at the boundary (8 tokens)
-    assert torch.equal(logits[differ], boundary[differ])
 
 
 @pytest.mark.parametrize("top_p, temperature", [(0.9, 1.0), (0.8, 0.7)])
@@ -71,7 +13,7 @@ def test_sampling_matches_transformers_warpers(tiny_policy, tokenizer, top_p, te
     prompts = [[{"role": "user", "content": "Hi"}], [{"role": "user", "content": "Tell me about the sea"}]]
     ours = rollout.sample(tiny_policy, tokenizer, prompts, max_new_tokens=12, top_p=top_p,
                           temperature=temperature, seed=3)
-    ids, mask = rollout.left_pad(rollout.encode_prompts(tokenizer, prompts), tokenizer.pad_token_id)
+    ids, mask = data.left_pad(rollout.encode_prompts(tokenizer, prompts), tokenizer.pad_token_id)
     torch.manual_seed(3)
     theirs = tiny_policy.generate(input_ids=ids, attention_mask=mask, max_new_tokens=12, do_sample=True,
                                   top_p=top_p, top_k=0, temperature=temperature,
@@ -88,17 +30,6 @@ def test_nucleus_warper_scales_then_filters():
         rollout.NucleusWarper(top_p=0.0)
 
 
-def test_masked_sum_and_mean():
-    v, m = torch.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]), torch.tensor([[1.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
-    assert rollout.masked_sum(v, m).tolist() == [3.0, 4.0]
-    assert rollout.masked_mean(v, m).item() == pytest.approx(7.0 / 3)
-
-
-def test_entropy_by_hand():
-    logits = torch.log(torch.tensor([[[0.5, 0.5, 1e-30]]]))
-    assert rollout.entropy_from_logits(logits).item() == pytest.approx(math.log(2), abs=1e-6)
-
-
 def test_reply_logprobs_with_left_padding_match_one_by_one(tiny_policy, tokenizer):
     """Batched, left-padded prompts and replies of different lengths (one ended early) give the
     same summed reply log-probs as each prompt + reply run alone."""
@@ -106,12 +37,12 @@ def test_reply_logprobs_with_left_padding_match_one_by_one(tiny_policy, tokenize
     roll = rollout.sample(tiny_policy, tokenizer, prompts, max_new_tokens=6, seed=0)
     # force an early end in row 0 to test masking after the first eos
     roll.input_ids[0, -4] = tokenizer.eos_token_id
-    roll.resp_mask = rollout.response_mask(roll.input_ids[:, -roll.resp_len:], tokenizer.eos_token_id)
+    roll.resp_mask = logprobs.response_mask(roll.input_ids[:, -roll.resp_len:], tokenizer.eos_token_id)
     prompt_width = roll.input_ids.shape[1] - roll.resp_len
     roll.attention_mask[:, prompt_width:] = roll.resp_mask.long()
     targets = roll.input_ids[:, -roll.resp_len:]
     with torch.no_grad():
-        batched = rollout.masked_sum(rollout.token_logprobs(rollout.rollout_logits(tiny_policy, roll), targets),
+        batched = logprobs.masked_sum(logprobs.token_logprobs(rollout.rollout_logits(tiny_policy, roll), targets),
                                      roll.resp_mask)
         for i in range(2):
             keep = roll.attention_mask[i].bool()
@@ -148,3 +79,32 @@ def test_static_cache_gives_the_same_tokens_as_the_dynamic_cache(tiny_policy, to
     assert rollout.kv_cache_for(torch.device("cuda")) == "static"
     with pytest.raises(ValueError, match="unknown KV cache 'paged'"):
         rollout.sample(tiny_policy, tokenizer, batches[1], 2, cache="paged")
+
+
+def test_from_replies_lays_out_given_replies_as_sample_does(tokenizer):
+    prompts = [[{"role": "user", "content": "Hi"}], [{"role": "user", "content": "A longer question"}]]
+    hello, yes = tokenizer.encode("Hello"), tokenizer.encode("Yes")[:1]
+    replies = [hello + [tokenizer.eos_token_id], yes]
+    roll = rollout.from_replies(tokenizer, prompts, replies)
+    width = len(hello) + 1
+    assert roll.prompts == prompts and roll.resp_len == width and roll.reply_ids.dtype == torch.long
+    assert roll.reply_ids.tolist() == [replies[0], yes + [tokenizer.pad_token_id] * len(hello)]
+    assert roll.resp_mask.tolist() == [[1.0] * width, [1.0] + [0.0] * len(hello)]
+    assert roll.lengths.tolist() == [width, 1]
+    prompt_ids = rollout.encode_prompts(tokenizer, prompts)
+    assert roll.attention_mask[:, -width:].tolist() == roll.resp_mask.long().tolist()
+    assert roll.attention_mask[:, :-width].sum(-1).tolist() == [len(p) for p in prompt_ids]
+    assert roll.input_ids[1, -width - len(prompt_ids[1]):-width].tolist() == prompt_ids[1]
+    assert roll.ended.tolist() == [True, False] and roll.texts == ["Hello", "Yes"]
+    empty = rollout.from_replies(tokenizer, prompts, [[], []])
+    assert empty.resp_len == 1 and empty.resp_mask.sum() == 0 and empty.ended.tolist() == [False, False]
+
+
+def test_generate_replies_are_the_texts_of_sample(tiny_policy, tokenizer):
+    prompts = [[{"role": "user", "content": "Hi"}], [{"role": "user", "content": "Tell me a story"}]]
+    texts = rollout.generate_replies(tiny_policy, tokenizer, prompts, max_new_tokens=5, top_p=0.8, temperature=0.7, seed=3)
+    roll = rollout.sample(tiny_policy, tokenizer, prompts, 5, 0.8, 0.7, seed=3)
+    assert texts == roll.texts and len(texts) == 2
+    greedy = rollout.generate_replies(tiny_policy, tokenizer, prompts, max_new_tokens=5, do_sample=False)
+    assert greedy == rollout.sample(tiny_policy, tokenizer, prompts, 5, do_sample=False).texts
+    assert greedy != texts

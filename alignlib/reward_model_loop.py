@@ -1,0 +1,117 @@
+"""The reward-model training loop, read top to bottom: batch, forward, loss, step, log.
+
+The history it returns (and checkpoints) names its metrics in the scheme both loops share:
+"step", then "<group>/<name>": "train/loss", "train/accuracy" (share of pairs ranked right),
+"train/tokens" (real tokens in the step), "optim/lr", "optim/grad_norm" (None: an fp16 step the
+loss scaler skipped) and "time/step".
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from . import checkpoint, precision
+from .data import encode_pair, length_bucketed_batches
+from .losses import reward_model_loss
+from .packing import pack_pairs
+from .scoring import pair_logits, reward_from_logits
+
+HISTORY_KEYS = ("step", "train/loss", "train/accuracy", "train/tokens", "optim/lr", "optim/grad_norm", "time/step")
+
+
+def warmup_then_linear_decay(step: int, warmup_steps: int, total_steps: int) -> float:
+    """Learning-rate factor of optimizer step `step` (0-based): linear warm-up to 1 over
+    `warmup_steps`, then linear decay to 0 at `total_steps`."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
+
+
+def train_reward_model(model, tokenizer, pairs, cfg, max_length: int, progress: bool = True,
+                       checkpoint_dir=None, checkpoint_every: int = 50) -> dict:
+    """Train a reward model on preference pairs; returns the per-step history (HISTORY_KEYS).
+
+    One optimizer step = `cfg.batch_size * cfg.grad_accum` pairs, each pair one packed
+    sequence, the batches length-bucketed (their order drawn from `cfg.seed`). AdamW on the
+    trainable (LoRA + head) parameters, linear warm-up then linear decay, gradient-norm
+    clipping. Under fp16 (`cfg.amp`), the loss is scaled (`precision.grad_scaler`); a step whose
+    gradients overflow is skipped, logged with grad_norm None, and counted, and the run stops
+    only when the loss itself is non-finite or `precision.MAX_SKIPS_IN_A_ROW` steps in a row
+    are skipped. The loop does not seed the global RNGs (LoRA dropout draws from them): the
+    run seeds once, at its top (`runs.seed_run`).
+
+    With `checkpoint_dir`, the state is saved every `checkpoint_every` steps and at the end,
+    and a run that finds a checkpoint of the same settings there continues from it (giving
+    the same result as an uninterrupted run).
+    """
+    device = next(model.parameters()).device
+    encoded = [encode_pair(tokenizer, p, max_length) for p in pairs]
+    lengths = [len(e.prompt) + len(e.chosen) + len(e.rejected) for e in encoded]
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    micro_batches = [b for epoch in range(cfg.epochs)
+                     for b in length_bucketed_batches(lengths, cfg.batch_size, seed=cfg.seed + epoch)]
+    total_steps = len(micro_batches) // cfg.grad_accum
+    if cfg.max_steps is not None:
+        total_steps = min(total_steps, cfg.max_steps)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: warmup_then_linear_decay(s, cfg.warmup_steps, total_steps))
+    scaler = precision.grad_scaler(cfg.amp, device)  # fp16 only: dynamic loss scaling
+    history = {key: [] for key in HISTORY_KEYS}
+    step = 0
+    fingerprint = checkpoint.fingerprint(cfg, max_length=max_length, n_pairs=len(pairs))
+    if checkpoint_dir is not None:
+        resumed = checkpoint.load(checkpoint_dir, fingerprint, model, opt)
+        if resumed is not None:
+            step, extra = resumed
+            history = extra["history"]
+            sched.load_state_dict(extra["scheduler"])
+            scaler.load_state_dict(extra["scaler"])
+            print(f"[alignlib] resuming reward-model training at step {step} from {checkpoint_dir}")
+
+    model.train()
+    bar = tqdm(total=total_steps, initial=step, desc="RM training", disable=not progress)
+    while step < total_steps:
+        t0 = time.perf_counter()
+        group = micro_batches[step * cfg.grad_accum:(step + 1) * cfg.grad_accum]
+        sums = {"loss": 0.0, "right": 0, "n": 0, "tokens": 0}
+        for batch in group:  # gradient accumulation over the micro-batches of one step
+            packed = pack_pairs([encoded[i] for i in batch], tokenizer.pad_token_id)
+            with precision.autocast(cfg.amp, device):
+                logits_c, logits_r = pair_logits(model, packed)
+                loss = reward_model_loss(cfg.loss, logits_c.float(), logits_r.float(), cfg.margin, cfg.center_coef)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"non-finite RM loss ({loss.item()}) at step {step}; the last good "
+                                         f"checkpoint (if any) is in {checkpoint_dir}")
+            scaler.scale(loss / cfg.grad_accum).backward()
+            with torch.no_grad():
+                margin = reward_from_logits(logits_c.float()) - reward_from_logits(logits_r.float())
+            sums["loss"] += loss.item() * len(batch)
+            sums["right"] += int((margin > 0).sum())
+            sums["n"] += len(batch)
+            sums["tokens"] += packed.n_tokens
+        where = f"at step {step} (last good checkpoint, if any: {checkpoint_dir})"
+        grad_norm = precision.clip_and_step(opt, scaler, params, cfg.max_grad_norm, where)  # None: fp16 skip
+        opt.zero_grad(set_to_none=True)
+        row = {"step": step + 1, "train/loss": sums["loss"] / sums["n"], "train/accuracy": sums["right"] / sums["n"],
+               "train/tokens": sums["tokens"], "optim/lr": sched.get_last_lr()[0], "optim/grad_norm": grad_norm,
+               "time/step": time.perf_counter() - t0}
+        for key in HISTORY_KEYS:
+            history[key].append(row[key])
+        precision.raise_if_stuck(history["optim/grad_norm"], where)
+        if grad_norm is not None:  # as accelerate does: a skipped step does not advance the schedule
+            sched.step()
+        step += 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{np.mean(history['train/loss'][-20:]):.3f}",
+                        acc=f"{np.mean(history['train/accuracy'][-20:]):.2f}")
+        if checkpoint_dir is not None and (step % checkpoint_every == 0 or step == total_steps):
+            checkpoint.save(checkpoint_dir, step, fingerprint, model, opt,
+                            {"history": history, "scheduler": sched.state_dict(), "scaler": scaler.state_dict()})
+    bar.close()
+    model.eval()
+    return history

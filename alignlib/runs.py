@@ -1,0 +1,237 @@
+"""Runs: seed, train, evaluate, save and write the run record, the same way for every variant.
+
+This is the one module that seeds runs and writes training records (`results.write_record`):
+the notebooks call `reward_model_run` and `reinforce_run` once per variant, so that every variant
+is trained and judged in exactly the same way. Notebook 03 runs its first REINFORCE loop on the
+page (`reinforce_loop.train_reinforce`) and hands the trained policy to `record_reinforce_run`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from . import evaluate, models, precision, results, reinforce_loop, reward_model_loop, scoring, stats
+from .data import PreferencePair
+from .rollout import encode_prompts
+
+SKY = [{"role": "user", "content": "Why is the sky blue?"}]  # the original write-up's example prompt
+
+
+def unique_prompts(pairs: list[PreferencePair], tokenizer, max_prompt_tokens: int) -> tuple[list, int]:
+    """Distinct prompts of `pairs` that fit the prompt budget; returns (prompts, n_skipped_too_long)."""
+    seen, out, skipped = set(), [], 0
+    for p in pairs:
+        if p.prompt_key in seen:
+            continue
+        seen.add(p.prompt_key)
+        if len(encode_prompts(tokenizer, [p.prompt])[0]) > max_prompt_tokens:
+            skipped += 1
+            continue
+        out.append(list(p.prompt))
+    return out, skipped
+
+
+def evaluation_prompts(validation: list[PreferencePair], tokenizer, cfg) -> list:
+    """The held-out prompts every policy is judged on: "Why is the sky blue?" and then the first
+    distinct validation prompts that fit the prompt budget, `cfg.eval_prompts` in all."""
+    val_prompts, _ = unique_prompts(validation, tokenizer, cfg.max_prompt_tokens)
+    return [SKY] + val_prompts[: cfg.eval_prompts - 1]
+
+
+def rm_adapter_dir(profile: str, name: str = "rm_scalar") -> Path:
+    """The reward model of this profile if notebook 02/04 trained one here, else the published cpu one."""
+    local = results.checkpoints_dir(profile) / name
+    if (local / "adapter_config.json").exists():
+        return local
+    return results.ROOT / "results" / "cpu" / "adapters" / name
+
+
+def state_dir(profile, name: str) -> Path:
+    """Where run `name` checkpoints its training state (delete it to start the run over)."""
+    return results.checkpoints_dir(profile.name) / f"{name}_state"
+
+
+# ---------------------------------------------------------------------------------- reward models
+
+RLHF = [{"role": "user", "content": "What is RLHF?"}]
+RLHF_DEFINITION = ("RLHF, reinforcement learning from human feedback, fine-tunes a language model with reinforcement "
+                   "learning: people compare pairs of model replies, a reward model is trained to predict their "
+                   "preferences, and the model is then optimised to produce replies that the reward model scores highly.")
+
+
+def sanity_checks(scorer: scoring.RewardScorer, pair: PreferencePair) -> list[dict]:
+    """The original write-up's checks: a training pair's chosen and rejected reply, and a real
+    definition of RLHF against a non-answer, each with the reward the model gives it."""
+    rows = [(pair.prompt, pair.chosen, "training pair: chosen"), (pair.prompt, pair.rejected, "training pair: rejected"),
+            (RLHF, RLHF_DEFINITION, "real definition"), (RLHF, "I don't know.", "non-answer")]
+    rewards = scorer.score([list(p) for p, _, _ in rows], [r for _, r, _ in rows]).tolist()
+    return [{"prompt (last turn)": p[-1]["content"], "reply": r, "label": label, "reward": w}
+            for (p, r, label), w in zip(rows, rewards)]
+
+
+def training_speed(model, history: dict, n_pairs: int, train_s: float, amp: str) -> dict:
+    """Tokens and pairs per second of a reward-model run, and the share of the device's measured
+    matrix-product peak (in the precision the run resolved to) that the model's FLOPs reached."""
+    dev = models.device()
+    dtype = precision.resolve(amp, dev).dtype
+    peak = results.matmul_gflops(dtype, device=dev)
+    tokens_per_s = sum(history["train/tokens"]) / train_s
+    achieved = tokens_per_s * models.train_flops_per_token(model) / 1e9
+    return {"train_tokens_per_s": tokens_per_s, "train_pairs_per_s": n_pairs / train_s, "train_wall_time_s": train_s,
+            "train_model_gflops": achieved, f"matmul_gflops_{str(dtype).split('.')[-1]}": peak,
+            "matmul_fraction": achieved / peak}
+
+
+def validation_metrics(model, tokenizer, pairs, max_length: int, cfg) -> tuple[dict, dict]:
+    """Pairwise metrics of a reward model on the validation pairs, with the length analysis and,
+    for a distributional head, how it uses its scores; returns (metrics, `scoring.pair_rewards` output)."""
+    val = scoring.pair_rewards(model, tokenizer, pairs, max_length, cfg.eval_batch_size, cfg.amp, progress=True)
+    metrics = stats.pairwise_metrics(val["chosen"], val["rejected"])
+    metrics.update(stats.length_analysis(val["len_chosen"], val["len_rejected"], val["chosen"], val["rejected"]))
+    metrics["n_truncated_val"] = int(val["truncated"].sum())
+    if cfg.num_labels > 1:
+        dist = stats.distribution_report(val["logits_chosen"], val["logits_rejected"])
+        metrics.update({f"dist_{k}": v for k, v in dist.items()})
+    return metrics, val
+
+
+def save_and_check(model, name: str, profile, cfg, tokenizer, pairs, accuracy: float, publish: bool) -> tuple[Path, float]:
+    """Save the adapter under checkpoints/<profile>/<name>/ (and with `publish`, except at the smoke
+    profile, under results/<profile>/adapters/<name>/), reload it as a user would, with plain PEFT,
+    and check that it reproduces the trained model's validation `accuracy`; returns (adapter, that accuracy)."""
+    max_length = profile.data.max_length
+    adapter = results.checkpoints_dir(profile.name) / name
+    models.save_reward_model(model, adapter, max_length)
+    if publish and profile.name != "smoke":
+        adapter = results.results_dir(profile.name) / "adapters" / name
+        models.save_reward_model(model, adapter, max_length)
+    reloaded = models.load_reward_model(adapter, cfg.num_labels)
+    again = scoring.pair_rewards(reloaded, tokenizer, pairs, max_length, cfg.eval_batch_size, cfg.amp)
+    reload_accuracy = stats.pairwise_metrics(again["chosen"], again["rejected"])["val_accuracy"]
+    if reload_accuracy != accuracy:
+        raise RuntimeError(f"the adapter saved in {adapter} does not reproduce the trained model's accuracy "
+                           f"({reload_accuracy} vs {accuracy})")
+    return adapter, reload_accuracy
+
+
+def reward_model_run(name: str, profile, cfg, tokenizer, prefs, publish: bool = False,
+                     evaluate_before: bool = False) -> tuple[dict, object, dict]:
+    """Train a reward model per `cfg` (seeded once, here), evaluate it on the validation pairs, save
+    it, reload the saved adapter and check it gives the same accuracy, and write its record.
+
+    With `evaluate_before`, the untrained model is scored first (the record's "before_training").
+    Returns (record, trained model, validation rewards as returned by `scoring.pair_rewards`).
+    """
+    results.seed_everything(cfg.seed)
+    clock, max_length = results.Timer(), profile.data.max_length
+    model = models.new_reward_model(cfg)
+    before = validation_metrics(model, tokenizer, prefs.validation, max_length, cfg)[0] if evaluate_before else None
+    with results.PeakMemory() as mem, results.Timer() as train_time:
+        history = reward_model_loop.train_reward_model(model, tokenizer, prefs.train, cfg, max_length,
+                                                       checkpoint_dir=state_dir(profile, name))
+    metrics, val = validation_metrics(model, tokenizer, prefs.validation, max_length, cfg)
+    metrics.update(training_speed(model, history, len(prefs.train), train_time.seconds, cfg.amp))
+    metrics.update({"train_pairs": len(prefs.train), "peak_memory_train_mb": mem.peak_mb,
+                    "skipped_steps": precision.skipped_steps(history["optim/grad_norm"])})
+    if before is not None:
+        metrics.update({"val_accuracy_before": before["val_accuracy"], "val_loss_before": before["val_loss"]})
+    adapter, metrics["reload_val_accuracy"] = save_and_check(model, name, profile, cfg, tokenizer, prefs.validation,
+                                                             metrics["val_accuracy"], publish)
+    scorer = scoring.RewardScorer(model, tokenizer, max_length, cfg.eval_batch_size, cfg.amp)
+    results.write_record(
+        name, profile.name, model_source=models.source_of(model), data_source=prefs.source, seed=cfg.seed,
+        wall_time_s=clock.elapsed, config={"data": asdict(profile.data), "rm": asdict(cfg)}, metrics=metrics,
+        amp=cfg.amp, curve=history, adapter=str(adapter.relative_to(results.ROOT)), before_training=before,
+        sanity_checks=sanity_checks(scorer, prefs.train[0]))
+    return results.read_record(name, profile.name), model, val
+
+
+# ------------------------------------------------------------------------------------- REINFORCE
+
+
+@dataclass
+class ReinforceSetup:
+    """What the REINFORCE runs of a notebook share: prompts, the reward model, and the SFT baseline.
+
+    `scorer` (prompts, texts) -> (n,) rewards is the reward model's score: the training reward
+    unless a run passes its own, and always the judge on the held-out `eval_prompts`. `sft` holds
+    the SFT policy's replies to them and their rewards (`evaluate.generate_for_eval` + "rewards").
+    """
+    tokenizer: object
+    scorer: Callable
+    train_prompts: list
+    eval_prompts: list
+    sft: dict
+    reward_model: str  # the RM's adapter, relative to the repository (recorded as config["reward_model"])
+    data_source: str
+
+
+def reinforce_setup(profile, tokenizer, scorer, reward_model: Path | str, prefs) -> ReinforceSetup:
+    """Training prompts (the distinct training prompts within the prompt budget), the evaluation
+    prompts (`evaluation_prompts`), and the SFT policy's replies to them, scored by `scorer`.
+    `reward_model` is the adapter `scorer` uses (absolute, or relative to the repository)."""
+    cfg = profile.reinforce
+    train_prompts, _ = unique_prompts(prefs.train, tokenizer, cfg.max_prompt_tokens)
+    eval_prompts = evaluation_prompts(prefs.validation, tokenizer, cfg)
+    sft = evaluate.generate_for_eval(models.load_policy(), tokenizer, eval_prompts, cfg)
+    sft["rewards"] = np.asarray(scorer(eval_prompts, sft["texts"]))
+    reward_model = Path(reward_model) if Path(reward_model).is_absolute() else results.ROOT / reward_model
+    return ReinforceSetup(tokenizer, scorer, train_prompts, eval_prompts, sft,
+                          str(reward_model.relative_to(results.ROOT)), prefs.source)
+
+
+def reinforce_run(name: str, profile, cfg, setup: ReinforceSetup, reward_fn: Callable | None = None,
+                  extra_config: dict | None = None) -> dict:
+    """Seed, train a fresh copy of the SFT policy with REINFORCE (reward `reward_fn`, default the
+    setup's scorer), then `record_reinforce_run`. Training state is checkpointed under
+    `state_dir(profile, name)`: re-running after an interruption continues where it stopped."""
+    results.seed_everything(cfg.seed)
+    policy, ref = models.load_policy(), models.load_policy()
+    with results.PeakMemory() as mem:
+        history = reinforce_loop.train_reinforce(policy, setup.tokenizer, reward_fn or setup.scorer,
+                                                 setup.train_prompts, cfg, ref_policy=ref,
+                                                 checkpoint_dir=state_dir(profile, name))
+    return record_reinforce_run(name, profile, cfg, setup, policy, ref, history, mem.peak_mb, extra_config)
+
+
+def record_reinforce_run(name: str, profile, cfg, setup: ReinforceSetup, policy, ref, history: dict,
+                         peak_memory_train_mb: float, extra_config: dict | None = None) -> dict:
+    """Judge a trained policy against SFT on the held-out prompts, and write its run record.
+
+    The policy's replies are scored by `setup.scorer` and compared pairwise with SFT's
+    (`evaluate.compare_policies`), its KL to SFT is measured on its own replies, and the fine-tuned
+    policy is saved under checkpoints/<profile>/policy_<name>/ (except at the smoke profile).
+    The record's wall time is the training time (the sum of the iterations') plus this evaluation.
+    Returns the record (also written to results/<profile>/<name>.json).
+    """
+    clock = results.Timer()
+    gen = evaluate.generate_for_eval(policy, setup.tokenizer, setup.eval_prompts, cfg)
+    gen["rewards"] = np.asarray(setup.scorer(setup.eval_prompts, gen["texts"]))
+    metrics = evaluate.compare_policies(setup.sft["rewards"], gen["rewards"], setup.sft, gen)
+    metrics["kl_to_sft"] = evaluate.kl_to_reference(policy, ref, setup.tokenizer, setup.eval_prompts, gen["tokens"], cfg)
+    metrics.update(reinforce_loop.summarize_history(history))
+    metrics.update({"peak_memory_train_mb": peak_memory_train_mb, "train_prompts": len(setup.train_prompts)})
+    if profile.name != "smoke":  # the fine-tuned policy, for later use (git-ignored, ~0.5 GB)
+        policy.save_pretrained(results.checkpoints_dir(profile.name) / f"policy_{name}")
+    samples = [{"prompt": p[-1]["content"], "messages": p, "sft": s, "rl": r, "reward_sft": float(a),
+                "reward_rl": float(b)}
+               for p, s, r, a, b in zip(setup.eval_prompts, setup.sft["texts"], gen["texts"], setup.sft["rewards"],
+                                        gen["rewards"])]
+    results.write_record(
+        name, profile.name, model_source=models.source_of(policy), data_source=setup.data_source, seed=cfg.seed,
+        wall_time_s=sum(history["time/step"]) + clock.elapsed, amp=cfg.amp, metrics=metrics, curve=history,
+        config={"reinforce": asdict(cfg), "reward_model": setup.reward_model, **(extra_config or {})}, samples=samples)
+    return results.read_record(name, profile.name)
+
+
+def trained_on(record: dict) -> str:
+    """The name of the reward model a REINFORCE run optimised (e.g. "rm_scalar"), from its record."""
+    try:
+        return Path(record["config"]["reward_model"]).name
+    except KeyError:
+        raise ValueError(f"run record {record.get('name')!r} does not name its reward model "
+                         "(config.reward_model); re-run its notebook") from None

@@ -1,0 +1,158 @@
+"""Statistics for honest comparisons: bootstrap intervals, pairwise accuracy, paired policy
+comparisons, diversity of replies, and how a distributional reward model uses its scores.
+
+Pure NumPy functions of per-example numbers; no model is needed.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def bootstrap_ci(values, n_boot: int = 10_000, seed: int = 0, level: float = 0.95) -> list[float]:
+    """Percentile bootstrap interval of the mean of `values`.
+
+    Args:
+        values: (n,) per-example numbers (e.g. 1/0 correctness, or paired differences).
+    Returns:
+        [lo, hi] such that the middle `level` of the resampled means lies inside.
+    """
+    x = np.asarray(values, dtype=np.float64)
+    if x.size == 0:
+        raise ValueError("bootstrap_ci needs at least one value")
+    rng = np.random.default_rng(seed)
+    means = x[rng.integers(0, x.size, size=(n_boot, x.size))].mean(axis=1)
+    tail = (1 - level) / 2 * 100
+    lo, hi = np.percentile(means, [tail, 100 - tail])
+    return [float(lo), float(hi)]
+
+
+
+def pairwise_metrics(r_chosen: np.ndarray, r_rejected: np.ndarray, seed: int = 0) -> dict:
+    """Accuracy (with bootstrap 95% interval), Bradley-Terry loss and reward statistics.
+
+    Args:
+        r_chosen, r_rejected: (n,) rewards of the chosen and rejected replies.
+    """
+    margin = np.asarray(r_chosen, dtype=np.float64) - np.asarray(r_rejected, dtype=np.float64)
+    correct = (margin > 0).astype(np.float64)
+    loss = np.logaddexp(0.0, -margin)  # -log sigmoid(margin), stable
+    return {
+        "val_accuracy": float(correct.mean()),
+        "val_accuracy_ci95": bootstrap_ci(correct, seed=seed),
+        "val_loss": float(loss.mean()),
+        "val_margin_mean": float(margin.mean()),
+        "reward_chosen_mean": float(np.mean(r_chosen)),
+        "reward_chosen_std": float(np.std(r_chosen)),
+        "reward_rejected_mean": float(np.mean(r_rejected)),
+        "reward_rejected_std": float(np.std(r_rejected)),
+        "n_pairs": int(margin.size),
+    }
+
+
+
+def length_analysis(len_chosen, len_rejected, r_chosen, r_rejected) -> dict:
+    """How much of a reward model's preference follows reply length.
+
+    Args:
+        len_chosen, len_rejected: (n,) reply lengths in tokens.
+        r_chosen, r_rejected: (n,) rewards.
+    Returns:
+        Pearson correlation of reward with length (both replies pooled), how often the RM
+        prefers the longer reply, the accuracy of "the longer reply wins" (a length-only
+        baseline, ties count half) and the RM's accuracy on the pairs where the chosen reply
+        is the shorter one.
+    """
+    lc, lr = np.asarray(len_chosen, float), np.asarray(len_rejected, float)
+    rc, rr = np.asarray(r_chosen, float), np.asarray(r_rejected, float)
+    lengths, rewards = np.concatenate([lc, lr]), np.concatenate([rc, rr])
+    differ = lc != lr
+    rm_prefers_longer = ((rc > rr) == (lc > lr))[differ]
+    shorter_chosen = lc < lr
+    return {
+        "length_reward_corr": float(np.corrcoef(lengths, rewards)[0, 1]),
+        "rm_prefers_longer": float(rm_prefers_longer.mean()),
+        "length_baseline_accuracy": float(((lc > lr) + 0.5 * (lc == lr)).mean()),
+        "accuracy_when_chosen_shorter": float((rc > rr)[shorter_chosen].mean()) if shorter_chosen.any() else float("nan"),
+        "n_chosen_shorter": int(shorter_chosen.sum()),
+    }
+
+
+
+# ------------------------------------------------------------- policy comparison (SFT vs RL)
+
+
+def distinct_n(token_lists, n: int = 2) -> float:
+    """Corpus-level distinct-n: unique n-grams / all n-grams over every reply (1.0 = no reuse)."""
+    grams = [tuple(t[i:i + n]) for t in token_lists for i in range(len(t) - n + 1)]
+    return len(set(grams)) / len(grams) if grams else 0.0
+
+
+def repetition_rate(token_lists, n: int = 4) -> float:
+    """Mean over replies of the share of n-grams that already occurred earlier in the same reply."""
+    rates = []
+    for t in token_lists:
+        grams = [tuple(t[i:i + n]) for i in range(len(t) - n + 1)]
+        if grams:
+            rates.append(1 - len(set(grams)) / len(grams))
+    return float(np.mean(rates)) if rates else 0.0
+
+
+def paired_reward_comparison(rewards_sft, rewards_rl, seed: int = 0) -> dict:
+    """Mean rewards, the paired difference and the win-rate of RL over SFT, each with a 95% interval.
+
+    Args:
+        rewards_sft, rewards_rl: (n,) rewards of each policy's reply to prompt i.
+    Returns:
+        n_eval_prompts, reward_sft_mean, reward_rl_mean, reward_delta_mean, reward_delta_ci95,
+        win_rate (ties count half), win_rate_ci95 and reward_delta_sd_units: the mean difference
+        in standard deviations of the SFT rewards, comparable across judges on different scales
+        (None when the SFT rewards are all equal).
+    """
+    r0, r1 = np.asarray(rewards_sft, float), np.asarray(rewards_rl, float)
+    if r0.shape != r1.shape or r0.ndim != 1:
+        raise ValueError(f"paired rewards need two (n,) arrays, got {r0.shape} and {r1.shape}")
+    diff = r1 - r0
+    wins = (diff > 0) + 0.5 * (diff == 0)
+    sd = r0.std()
+    return {
+        "n_eval_prompts": int(r0.size),
+        "reward_sft_mean": float(r0.mean()), "reward_rl_mean": float(r1.mean()),
+        "reward_delta_mean": float(diff.mean()), "reward_delta_ci95": bootstrap_ci(diff, seed=seed),
+        "reward_delta_sd_units": float(diff.mean() / sd) if sd > 0 else None,
+        "win_rate": float(wins.mean()), "win_rate_ci95": bootstrap_ci(wins, seed=seed),
+    }
+
+
+def distribution_report(logits_chosen, logits_rejected) -> dict:
+    """How a distributional reward model uses its scores 1..n on a set of pairs.
+
+    Args:
+        logits_chosen, logits_rejected: (pairs, n) head outputs.
+    Returns:
+        spread of E[p], mean Var[p], how many score classes are ever the most likely one (and
+        the share of the most used), the entropy of the average distribution (log n = uniform use),
+        and mean Var[p] on pairs ranked right vs wrong.
+    """
+    lc, lr = np.asarray(logits_chosen, float), np.asarray(logits_rejected, float)
+    logits = np.concatenate([lc, lr])
+    p = np.exp(logits - logits.max(-1, keepdims=True))
+    p /= p.sum(-1, keepdims=True)
+    scores = np.arange(1, p.shape[1] + 1)
+    mean = p @ scores
+    var = p @ scores**2 - mean**2
+    n = len(lc)
+    right = mean[:n] > mean[n:]
+    pair_var = (var[:n] + var[n:]) / 2
+    top = np.bincount(p.argmax(-1), minlength=p.shape[1]) / len(p)
+    avg = p.mean(0)
+    return {
+        "expected_score_mean": float(mean.mean()), "expected_score_std": float(mean.std()),
+        "expected_score_min": float(mean.min()), "expected_score_max": float(mean.max()),
+        "var_mean": float(var.mean()),
+        "classes_used_as_argmax": int((top > 0).sum()), "top_class_share": float(top.max()),
+        "avg_distribution_entropy": float(-(avg * np.log(avg + 1e-12)).sum()), "uniform_entropy": float(np.log(p.shape[1])),
+        "var_when_right": float(pair_var[right].mean()) if right.any() else float("nan"),
+        "var_when_wrong": float(pair_var[~right].mean()) if (~right).any() else float("nan"),
+    }
+

@@ -1,0 +1,78 @@
+"""Summarise a `mutmut run` (the mutants/ folder) into results/mutants.json: the mutation score per
+module and overall, and every surviving mutant's name, so that the score is a record written by code.
+
+    python report/mutation_score.py            # after `mutmut run`; `make mutants` does both
+
+Killed: a test failed with the mutant in place; timeout: the tests ran 15 times longer than without
+it (a mutant that loops forever), which counts as killed. Survived: every selected test passed.
+No tests: no selected test calls the mutated function; it counts as survived. The score is
+(killed + timeout) / (killed + timeout + survived + no tests).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+TIMEOUT = {36: "timeout", 24: "timeout", -24: "timeout", 152: "timeout", 255: "timeout"}
+STATUS = {1: "killed", 3: "killed", 0: "survived", 5: "no tests", 33: "no tests", 34: "skipped", None: "not checked",
+          **TIMEOUT}
+
+
+def summarise(mutants: Path) -> dict:
+    modules, survivors = {}, []
+    for meta in sorted((mutants / "alignlib").glob("*.py.meta")):
+        exit_codes = json.loads(meta.read_text())["exit_code_by_key"]
+        counts = Counter(STATUS.get(code, "suspicious") for code in exit_codes.values())
+        caught = counts["killed"] + counts["timeout"]
+        judged = caught + counts["survived"] + counts["no tests"]
+        module = meta.name.removesuffix(".py.meta")
+        modules[module] = {**counts, "mutants": len(exit_codes), "score": caught / judged if judged else None}
+        survivors += sorted(k for k, code in exit_codes.items() if STATUS.get(code) in ("survived", "no tests"))
+    total = Counter()
+    for counts in modules.values():
+        total.update({k: v for k, v in counts.items() if isinstance(v, int)})
+    caught = total["killed"] + total["timeout"]
+    judged = caught + total["survived"] + total["no tests"]
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
+    return {"tool": "mutmut", "config": "pyproject.toml [tool.mutmut]", "code_version": commit or "unknown",
+            "created": time.strftime("%Y-%m-%d %H:%M:%S"), "score": caught / judged if judged else None,
+            "killed": total["killed"], "timeout": total["timeout"], "survived": total["survived"], "no_tests": total["no tests"],
+            "not_checked": total["not checked"], "mutants": total["mutants"], "modules": modules, "survivors": survivors}
+
+
+def readme_section(summary: dict) -> str:
+    """The README's lines on the last `make mutants` (between its mutants markers)."""
+    per_module = ", ".join(f"`{m}` {c['score']:.0%}" for m, c in summary["modules"].items())
+    return (f"Last `make mutants` (commit {summary['code_version']}, {summary['created'][:10]}): "
+            f"**{summary['score']:.1%}** of {summary['mutants']} mutants caught ({summary['killed']} killed, "
+            f"{summary['timeout']} by timeout; {summary['survived']} survived, {summary['no_tests']} reached by no "
+            f"selected test). Per module: {per_module}.")
+
+
+def write_readme(summary: dict) -> None:
+    readme = ROOT / "README.md"
+    text = readme.read_text()
+    start, end = "<!-- mutants:start -->", "<!-- mutants:end -->"
+    head, rest = text.split(start)
+    _, tail = rest.split(end)
+    readme.write_text(head + start + "\n" + readme_section(summary) + "\n" + end + tail)
+
+
+if __name__ == "__main__":
+    mutants = ROOT / "mutants"
+    if not (mutants / "alignlib").exists():
+        sys.exit("no mutants/ folder: run `mutmut run` first (or `make mutants`)")
+    summary = summarise(mutants)
+    if summary["not_checked"]:
+        sys.exit(f"{summary['not_checked']} mutants were not checked: let `mutmut run` finish")
+    out = ROOT / "results" / "mutants.json"
+    out.write_text(json.dumps(summary, indent=1) + "\n")
+    write_readme(summary)
+    print(f"mutation score {summary['score']:.1%} ({summary['killed'] + summary['timeout']} of {summary['mutants']} "
+          f"mutants caught); wrote {out}")

@@ -1,0 +1,77 @@
+"""The package's shape: layers without import cycles, short functions, nothing done at import time."""
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parent.parent / "alignlib"
+LOOPS = {"train_reinforce", "train_reward_model"}  # each one function read top to bottom, on purpose
+
+
+def internal_imports() -> dict[str, set[str]]:
+    """module -> the alignlib modules it imports (relative imports, at any depth in the file)."""
+    graph = {}
+    for path in PACKAGE.glob("*.py"):
+        deps = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                deps |= {node.module.split(".")[0]} if node.module else {a.name for a in node.names}
+        graph[path.stem] = deps - {path.stem}
+    return graph
+
+
+def test_no_import_cycle_inside_the_package():
+    graph, state, cycles = internal_imports(), {}, []
+
+    def visit(module, stack):
+        state[module] = "open"
+        for dep in sorted(graph.get(module, ())):
+            if state.get(dep) == "open":
+                cycles.append(stack[stack.index(dep):] + [dep])
+            elif dep not in state:
+                visit(dep, stack + [dep])
+        state[module] = "done"
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module, [module])
+    assert not cycles, f"import cycles: {cycles}"
+
+
+def test_the_math_imports_no_model_code():
+    """losses, baselines, logprobs, stats and packing are pure functions of tensors and arrays."""
+    graph = internal_imports()
+    for module in ("losses", "baselines", "logprobs", "stats"):
+        assert graph[module] == set(), (module, graph[module])
+    assert graph["packing"] <= {"data"}
+
+
+def test_no_function_is_longer_than_60_lines_except_the_two_loops():
+    long = []
+    for path in PACKAGE.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name not in LOOPS:
+                if node.end_lineno - node.lineno + 1 > 60:
+                    long.append(f"{path.name}:{node.name} ({node.end_lineno - node.lineno + 1} lines)")
+    assert not long, long
+
+
+def test_importing_the_package_changes_no_global_setting():
+    code = ("import matplotlib, torch; threads = torch.get_num_threads(); rc = dict(matplotlib.rcParams); "
+            "import alignlib, alignlib.runs, alignlib.plots; "
+            "assert torch.get_num_threads() == threads, 'threads'; "
+            "assert dict(matplotlib.rcParams) == rc, 'rcParams'")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+
+
+def test_figures_apply_the_house_style_only_while_drawing():
+    import matplotlib
+
+    from alignlib import plots
+
+    before = dict(matplotlib.rcParams)
+    fig = plots.paired_rewards([0.0, 1.0, 2.0], [0.5, 1.5, 1.0])
+    assert fig.dpi == plots.STYLE["figure.dpi"]
+    assert dict(matplotlib.rcParams) == before

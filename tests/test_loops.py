@@ -1,0 +1,208 @@
+"""Behaviour of the two training loops as wholes: the numbers they compute from each other, worked
+out by hand, and what training must do to a model (the rewarded token rises, the preferred reply's
+score rises). The pure functions they call have their own tests; these guard the wiring between them."""
+
+import numpy as np
+import pytest
+import torch
+
+from alignlib import config, evaluate, logprobs, reinforce_loop, reward_model_loop, rollout, scoring
+from test_reward import toy_pairs
+
+PROMPTS = [[{"role": "user", "content": f"Tell me about {w}"}] for w in ("cats", "dogs", "rain", "tea")]
+
+
+def smoke_rl(**changes):
+    settings = dict(iterations=2, prompts_per_iter=2, max_new_tokens=4, lr=1e-3, amp="none") | changes
+    return config.with_overrides(config.get_profile("smoke").reinforce, **settings)
+
+
+class Recorder:
+    """Wraps a function of the loop's module and keeps the arguments and result of each call."""
+
+    def __init__(self, monkeypatch, module, name):
+        self.calls, fn = [], getattr(module, name)
+
+        def wrapped(*args, **kwargs):
+            out = fn(*args, **kwargs)
+            self.calls.append((args, out))
+            return out
+
+        monkeypatch.setattr(module, name, wrapped)
+
+
+def scripted_reward(values):
+    """A reward function that returns the given rewards, one batch per call."""
+    batches = iter(values)
+    return lambda prompts, texts: torch.tensor(next(batches), dtype=torch.float32)
+
+
+# ------------------------------------------------------------------------------ REINFORCE wiring
+
+
+def test_ema_advantages_of_two_iterations_by_hand(tiny_policy, tokenizer, monkeypatch):
+    """Iteration 0: b = its own mean 2, A = [-1, 1]. Iteration 1: b = the EMA after iteration 0 (2,
+    not yet updated with this batch), A = [5, 7] - 2 = [3, 5]; the EMA then becomes 0.9*2 + 0.1*6 = 2.4."""
+    loss = Recorder(monkeypatch, reinforce_loop, "reinforce_loss")
+    hist = reinforce_loop.train_reinforce(tiny_policy, tokenizer, scripted_reward([[1, 3], [5, 7]]), PROMPTS,
+                                          smoke_rl(ema_alpha=0.9), progress=False)
+    advantages = [args[1].tolist() for args, _ in loss.calls]
+    assert advantages == [[-1.0, 1.0], [3.0, 5.0]]
+    assert hist["advantage/baseline"] == [2.0, 2.0]
+    assert hist["advantage/mean"] == [0.0, 4.0] and hist["advantage/sq_mean"] == [1.0, 17.0]
+    assert hist["reward/mean"] == [2.0, 6.0]
+    for (seq_logp, adv), out in loss.calls:  # the loss the step minimised is -mean(A * log pi(y))
+        assert out.item() == pytest.approx(-(adv * seq_logp.detach()).mean().item())
+        assert (seq_logp < 0).all() and seq_logp.requires_grad
+
+
+def test_rloo_advantages_by_hand(tiny_policy, tokenizer, monkeypatch):
+    """k = 2 replies per prompt, adjacent: rewards [1, 3 | 5, 9] -> baselines [3, 1 | 9, 5]."""
+    loss = Recorder(monkeypatch, reinforce_loop, "reinforce_loss")
+    cfg = smoke_rl(iterations=1, baseline="rloo", samples_per_prompt=2)
+    hist = reinforce_loop.train_reinforce(tiny_policy, tokenizer, scripted_reward([[1, 3, 5, 9]]), PROMPTS, cfg,
+                                          progress=False)
+    assert loss.calls[0][0][1].tolist() == [-2.0, 2.0, -4.0, 4.0]
+    assert hist["advantage/baseline"] == [4.5]
+
+
+def test_the_kl_penalty_shapes_the_reward_before_the_baseline(tokenizer, policy_pair, monkeypatch):
+    """With beta > 0, the advantage is (r - beta * KL) - b, and the EMA follows the shaped rewards."""
+    policy, ref = policy_pair
+    loss = Recorder(monkeypatch, reinforce_loop, "reinforce_loss")
+    shaping = Recorder(monkeypatch, reinforce_loop, "kl_penalized_rewards")
+    beta = 0.5
+    reinforce_loop.train_reinforce(policy, tokenizer, scripted_reward([[1, 3], [5, 7]]), PROMPTS,
+                                   smoke_rl(kl_beta=beta), ref_policy=ref, progress=False)
+    (shaped0, kl0), (shaped1, kl1) = (out for _, out in shaping.calls)
+    assert kl0.abs().max() > 0.01 and kl1.abs().max() > 0.01  # the two models differ
+    assert shaped0.tolist() == pytest.approx((torch.tensor([1.0, 3.0]) - beta * kl0).tolist())
+    b1 = shaped0.mean()  # first batch: its own mean; and the EMA after it is that mean
+    assert loss.calls[0][0][1].tolist() == pytest.approx((shaped0 - b1).tolist(), abs=1e-6)
+    assert loss.calls[1][0][1].tolist() == pytest.approx((shaped1.cpu() - b1).tolist(), abs=1e-6)
+
+
+def test_the_gradient_uses_the_distribution_the_replies_were_sampled_from(tiny_policy, tokenizer, monkeypatch):
+    """log pi(y) in the loss is the log-probability under temperature and the nucleus, as sampled:
+    re-computed here from the policy's logits with the warper that sampling used."""
+    temperature, top_p = 0.7, 0.6
+    with torch.no_grad():  # less flat distributions: a nucleus of hundreds of tokens, not of most of the vocabulary
+        tiny_policy.lm_head.weight.mul_(12)
+    loss = Recorder(monkeypatch, reinforce_loop, "reinforce_loss")
+    sampled = Recorder(monkeypatch, rollout, "sample")
+    cfg = smoke_rl(iterations=1, temperature=temperature, top_p=top_p, lr=0.0)
+    reinforce_loop.train_reinforce(tiny_policy, tokenizer, scripted_reward([[0.0, 1.0]]), PROMPTS, cfg, progress=False)
+    roll = sampled.calls[0][1]
+    with torch.no_grad():
+        logits = rollout.rollout_logits(tiny_policy, roll)
+        warped = torch.stack([logprobs_of_warper(logits[:, t], temperature, top_p) for t in range(roll.resp_len)], 1)
+        by_hand = (warped.gather(-1, roll.reply_ids[..., None])[..., 0] * roll.resp_mask).sum(-1)
+    seq_logp = loss.calls[0][0][0].detach()
+    assert seq_logp.tolist() == pytest.approx(by_hand.tolist(), abs=1e-4)
+    for other in (logprobs.token_logprobs(logits, roll.reply_ids, top_p),  # temperature left out
+                  logprobs.token_logprobs(logits, roll.reply_ids, 1.0, temperature)):  # the nucleus left out
+        assert (seq_logp - logprobs.masked_sum(other, roll.resp_mask)).abs().max() > 0.5  # each matters here
+
+
+def logprobs_of_warper(scores, temperature, top_p):
+    """(batch, vocab) next-token logits -> log-probabilities of the distribution NucleusWarper samples."""
+    return torch.log_softmax(rollout.NucleusWarper(top_p, temperature)(None, scores), -1)
+
+
+def bandit_policy(tokenizer, good: int, bad: int):
+    """A tiny policy whose next token is almost always one of two: a fixed bias of +20 on their logits."""
+    from transformers import LlamaForCausalLM
+
+    from conftest import tiny_config
+
+    torch.manual_seed(0)
+    cfg = tiny_config(tokenizer)
+    cfg.tie_word_embeddings = False
+    policy = LlamaForCausalLM(cfg).eval()
+    bias = torch.zeros(len(tokenizer))
+    bias[[good, bad]] = 20.0
+    policy.lm_head.register_forward_hook(lambda module, args, out: out + bias)
+    return policy
+
+
+def first_token_probs(policy, tokenizer, tokens):
+    """(len(tokens),) mean over PROMPTS of the probability of each token as the first reply token."""
+    roll = rollout.from_replies(tokenizer, PROMPTS, [[tokens[0]]] * len(PROMPTS))
+    with torch.no_grad():
+        probs = rollout.rollout_logits(policy, roll)[:, 0].softmax(-1)
+    return probs[:, tokens].mean(0)
+
+
+def test_two_token_bandit_the_rewarded_token_rises(tokenizer):
+    good, bad = tokenizer.encode("yes")[0], tokenizer.encode("no")[0]
+    policy = bandit_policy(tokenizer, good, bad)
+    reward = lambda prompts, texts: torch.tensor([1.0 if t.startswith("yes") else -1.0 for t in texts])
+    before = first_token_probs(policy, tokenizer, [good, bad])
+    assert before.sum() > 0.99 and 0.1 < before[0] < 0.9  # a two-armed bandit, both arms sampled
+    cfg = smoke_rl(iterations=6, prompts_per_iter=4, max_new_tokens=1, lr=3e-2, top_p=1.0)
+    reinforce_loop.train_reinforce(policy, tokenizer, reward, PROMPTS, cfg, progress=False)
+    after = first_token_probs(policy, tokenizer, [good, bad])
+    assert after[0] > before[0] + 0.2 and after[1] < before[1] - 0.2
+
+
+# --------------------------------------------------------------------------------- evaluation
+
+
+@pytest.fixture
+def policy_pair(tokenizer):
+    """Two different tiny policies (a 'trained' one and its 'reference')."""
+    from transformers import LlamaForCausalLM
+
+    from conftest import tiny_config
+
+    torch.manual_seed(0)
+    a = LlamaForCausalLM(tiny_config(tokenizer)).eval()
+    torch.manual_seed(1)
+    b = LlamaForCausalLM(tiny_config(tokenizer)).eval()
+    return a, b
+
+
+def test_kl_to_reference_equals_the_sum_computed_one_reply_at_a_time(tokenizer, policy_pair):
+    policy, ref = policy_pair
+    prompts = PROMPTS[:3]
+    replies = [[11, 12, 13, tokenizer.eos_token_id], [21], [31, 32]]  # of different lengths: batches get padded
+    cfg = config.with_overrides(config.get_profile("smoke").reinforce, eval_batch_size=2, amp="none")
+    per_reply = []
+    for prompt, reply in zip(prompts, replies):
+        ids = rollout.encode_prompts(tokenizer, [prompt])[0] + reply
+        with torch.no_grad():
+            lp, lq = (torch.log_softmax(m(torch.tensor([ids])).logits[0, :-1], -1) for m in (policy, ref))
+        pos = torch.arange(len(ids) - len(reply) - 1, len(ids) - 1)  # positions that predict the reply tokens
+        targets = torch.tensor(reply)
+        per_reply.append(float((lp[pos, targets] - lq[pos, targets]).sum()))
+    kl = evaluate.kl_to_reference(policy, ref, tokenizer, prompts, replies, cfg)
+    assert kl == pytest.approx(np.mean(per_reply), abs=1e-4)
+    assert evaluate.kl_to_reference(ref, policy, tokenizer, prompts, replies, cfg) != pytest.approx(kl)
+
+
+# ------------------------------------------------------------------------------ reward-model loop
+
+
+def test_the_preferred_replys_score_rises_on_a_separable_set(tiny_rm, tokenizer):
+    """Chosen replies are helpful sentences, rejected ones a word: the loop must widen every margin."""
+    cfg = config.with_overrides(config.get_profile("smoke").rm_scalar, lr=5e-3, batch_size=4, max_steps=None,
+                                epochs=4, warmup_steps=1, amp="none")
+    model = tiny_rm(seed=2)
+    pairs = toy_pairs()
+    before = scoring.pair_rewards(model, tokenizer, pairs, 128)
+    hist = reward_model_loop.train_reward_model(model, tokenizer, pairs, cfg, max_length=128, progress=False)
+    after = scoring.pair_rewards(model, tokenizer, pairs, 128)
+    margin_before, margin_after = before["chosen"] - before["rejected"], after["chosen"] - after["rejected"]
+    assert (margin_after > margin_before).all() and (margin_after > 0).all()
+    assert np.mean(hist["train/loss"][-3:]) < np.mean(hist["train/loss"][:3])
+    assert hist["train/accuracy"][-1] == 1.0
+    lr = hist["optim/lr"]  # warm-up of one step, then linear decay to 0 at the last of 12 steps
+    assert lr[0] == pytest.approx(cfg.lr) and lr[-1] == pytest.approx(cfg.lr / 11) and lr == sorted(lr, reverse=True)
+
+
+def test_the_rm_loop_logs_one_row_per_step_with_every_key(tiny_rm, tokenizer):
+    cfg = config.with_overrides(config.get_profile("smoke").rm_scalar, batch_size=4, max_steps=None, grad_accum=1)
+    hist = reward_model_loop.train_reward_model(tiny_rm(), tokenizer, toy_pairs(), cfg, max_length=128, progress=False)
+    assert set(hist) == set(reward_model_loop.HISTORY_KEYS) and hist["step"] == [1, 2, 3]
+    assert all(len(v) == 3 for v in hist.values())
+    assert all(t > 0 for t in hist["train/tokens"]) and all(g > 0 for g in hist["optim/grad_norm"])
