@@ -206,3 +206,121 @@ def test_the_rm_loop_logs_one_row_per_step_with_every_key(tiny_rm, tokenizer):
     assert set(hist) == set(reward_model_loop.HISTORY_KEYS) and hist["step"] == [1, 2, 3]
     assert all(len(v) == 3 for v in hist.values())
     assert all(t > 0 for t in hist["train/tokens"]) and all(g > 0 for g in hist["optim/grad_norm"])
+
+
+# ------------------------------------------------------------------------ what each iteration logs
+
+
+def test_each_iteration_logs_what_it_sampled_and_how_long_each_part_took(tiny_policy, tokenizer, monkeypatch):
+    sampled = Recorder(monkeypatch, rollout, "sample")
+    hist = reinforce_loop.train_reinforce(tiny_policy, tokenizer, scripted_reward([[1, 3], [5, 9]]), PROMPTS,
+                                          smoke_rl(max_new_tokens=3), progress=False)
+    rolls = [out for _, out in sampled.calls]
+    assert hist["response/length"] == pytest.approx([float(r.lengths.float().mean()) for r in rolls])
+    assert hist["response/ended_frac"] == pytest.approx([float(r.ended.float().mean()) for r in rolls])
+    assert hist["reward/std"] == pytest.approx([2 ** 0.5, 8 ** 0.5])
+    assert hist["optim/lr"] == [1e-3, 1e-3] and all(g > 0 for g in hist["optim/grad_norm"])
+    assert all(0 < e < np.log(len(tokenizer)) for e in hist["policy/entropy"])
+    for i in range(2):
+        parts = hist["time/generate"][i] + hist["time/score"][i] + hist["time/backward"][i]
+        assert min(hist["time/generate"][i], hist["time/score"][i], hist["time/backward"][i]) >= 0
+        assert parts == pytest.approx(hist["time/step"][i], abs=1e-6)
+
+
+def test_truncated_replies_pay_the_truncation_penalty(tiny_policy, tokenizer, monkeypatch):
+    sampled = Recorder(monkeypatch, rollout, "sample")
+    hist = reinforce_loop.train_reinforce(tiny_policy, tokenizer, scripted_reward([[1, 3]]), PROMPTS,
+                                          smoke_rl(iterations=1, max_new_tokens=2, truncation_penalty=0.5),
+                                          progress=False)
+    ended = sampled.calls[0][1].ended.float()
+    assert hist["reward/mean"] == [pytest.approx(float((torch.tensor([1.0, 3.0]) - 0.5 * (1 - ended)).mean()))]
+    assert ended.sum() < 2  # at least one of two-token replies of a random model is cut off
+
+
+def test_the_kl_is_measured_every_kl_log_every_iterations_and_at_the_end(tokenizer, policy_pair):
+    policy, ref = policy_pair
+    hist = reinforce_loop.train_reinforce(policy, tokenizer, scripted_reward([[1, 3]] * 4), PROMPTS,
+                                          smoke_rl(iterations=4, kl_log_every=2), ref_policy=ref, progress=False)
+    measured = [kl is not None for kl in hist["kl/to_sft"]]
+    assert measured == [True, False, True, True]
+    assert all(abs(kl) > 1e-3 for kl in hist["kl/to_sft"] if kl is not None)  # two different models
+
+
+def test_prompts_over_the_budget_stop_the_loop(tiny_policy, tokenizer):
+    with pytest.raises(ValueError, match="exceed max_prompt_tokens=8"):
+        reinforce_loop.train_reinforce(tiny_policy, tokenizer, scripted_reward([[1, 3]]), PROMPTS,
+                                       smoke_rl(iterations=1, max_prompt_tokens=8), progress=False)
+
+
+# ------------------------------------------------------------------ resuming, in process and exact
+
+
+class Interrupted(Exception):
+    pass
+
+
+def test_an_interrupted_reinforce_run_resumes_to_the_same_history_and_weights(tokenizer, tmp_path):
+    from test_reinforce import toy_reward
+
+    from alignlib import results
+
+    cfg = smoke_rl(iterations=3)
+
+    def run(reward_fn, checkpoint_dir=None):
+        from transformers import LlamaForCausalLM
+
+        from conftest import tiny_config
+
+        torch.manual_seed(0)
+        policy = LlamaForCausalLM(tiny_config(tokenizer)).eval()
+        results.seed_everything(cfg.seed)
+        hist = reinforce_loop.train_reinforce(policy, tokenizer, reward_fn, PROMPTS, cfg, progress=False,
+                                              checkpoint_dir=checkpoint_dir, checkpoint_every=2)
+        return hist, policy
+
+    whole, policy_whole = run(toy_reward)
+    calls = []
+
+    def dies_at_the_third_batch(prompts, texts):
+        calls.append(1)
+        if len(calls) == 3:
+            raise Interrupted
+        return toy_reward(prompts, texts)
+
+    with pytest.raises(Interrupted):
+        run(dies_at_the_third_batch, tmp_path)  # a checkpoint after 2 iterations
+    resumed, policy_resumed = run(toy_reward, tmp_path)
+    strip = lambda h: {k: v for k, v in h.items() if not k.startswith("time/")}
+    assert strip(resumed) == strip(whole) and resumed["step"] == [1, 2, 3]
+    for a, b in zip(policy_whole.parameters(), policy_resumed.parameters()):
+        torch.testing.assert_close(a, b)
+
+
+def test_an_interrupted_reward_model_run_resumes_to_the_same_history(tiny_rm, tokenizer, tmp_path, monkeypatch):
+    cfg = config.with_overrides(config.get_profile("smoke").rm_scalar, lr=5e-3, batch_size=4, max_steps=None,
+                                epochs=2, warmup_steps=2, lora_dropout=0.3, amp="none")
+
+    def run(checkpoint_dir=None):
+        model = tiny_rm(seed=1, lora_dropout=0.3)
+        hist = reward_model_loop.train_reward_model(model, tokenizer, toy_pairs(), cfg, max_length=128, progress=False,
+                                                    checkpoint_dir=checkpoint_dir, checkpoint_every=2)
+        return hist, model
+
+    whole, model_whole = run()
+    loss_fn, calls = reward_model_loop.reward_model_loss, []
+
+    def dies_at_the_fifth_batch(*args):
+        calls.append(1)
+        if len(calls) == 5:
+            raise Interrupted
+        return loss_fn(*args)
+
+    monkeypatch.setattr(reward_model_loop, "reward_model_loss", dies_at_the_fifth_batch)
+    with pytest.raises(Interrupted):
+        run(tmp_path)  # a checkpoint after 4 steps
+    monkeypatch.setattr(reward_model_loop, "reward_model_loss", loss_fn)
+    resumed, model_resumed = run(tmp_path)
+    strip = lambda h: {k: v for k, v in h.items() if not k.startswith("time/")}
+    assert strip(resumed) == strip(whole) and resumed["step"] == [1, 2, 3, 4, 5, 6]
+    for a, b in zip(model_whole.parameters(), model_resumed.parameters()):
+        torch.testing.assert_close(a, b)
