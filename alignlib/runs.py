@@ -164,6 +164,7 @@ class ReinforceSetup:
     tokenizer: object
     scorer: Callable
     train_prompts: list
+    train_prompts_skipped: int  # distinct training prompts over the prompt budget, left out
     eval_prompts: list
     sft: dict
     reward_model: str  # the RM's adapter, relative to the repository (recorded as config["reward_model"])
@@ -175,12 +176,12 @@ def reinforce_setup(profile, tokenizer, scorer, reward_model: Path | str, prefs)
     prompts (`evaluation_prompts`), and the SFT policy's replies to them, scored by `scorer`.
     `reward_model` is the adapter `scorer` uses (absolute, or relative to the repository)."""
     cfg = profile.reinforce
-    train_prompts, _ = unique_prompts(prefs.train, tokenizer, cfg.max_prompt_tokens)
+    train_prompts, skipped = unique_prompts(prefs.train, tokenizer, cfg.max_prompt_tokens)
     eval_prompts = evaluation_prompts(prefs.validation, tokenizer, cfg)
     sft = evaluate.generate_for_eval(models.load_policy(), tokenizer, eval_prompts, cfg)
     sft["rewards"] = np.asarray(scorer(eval_prompts, sft["texts"]))
     reward_model = Path(reward_model) if Path(reward_model).is_absolute() else results.ROOT / reward_model
-    return ReinforceSetup(tokenizer, scorer, train_prompts, eval_prompts, sft,
+    return ReinforceSetup(tokenizer, scorer, train_prompts, skipped, eval_prompts, sft,
                           str(reward_model.relative_to(results.ROOT)), prefs.source)
 
 

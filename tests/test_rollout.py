@@ -108,3 +108,7 @@ def test_generate_replies_are_the_texts_of_sample(tiny_policy, tokenizer):
     greedy = rollout.generate_replies(tiny_policy, tokenizer, prompts, max_new_tokens=5, do_sample=False)
     assert greedy == rollout.sample(tiny_policy, tokenizer, prompts, 5, do_sample=False).texts
     assert greedy != texts
+    defaults = rollout.generate_replies(tiny_policy, tokenizer, prompts[:1])  # 128 new tokens, top-p 0.9, seed 0
+    assert defaults == rollout.sample(tiny_policy, tokenizer, prompts[:1], 128, 0.9, 1.0, seed=0).texts
+    with pytest.raises(ValueError, match="exceed max_prompt_tokens=4"):
+        rollout.generate_replies(tiny_policy, tokenizer, prompts, max_new_tokens=2, max_prompt_tokens=4)
