@@ -153,7 +153,7 @@ def from_replies(tokenizer, prompts, replies: list[list[int]]) -> Rollout:
     reply_ids = torch.full((len(replies), width), tokenizer.pad_token_id)
     resp_mask = torch.zeros((len(replies), width))
     for i, r in enumerate(replies):
-        reply_ids[i, :len(r)] = torch.tensor(r, dtype=torch.long)
+        reply_ids[i, :len(r)] = torch.tensor(r)
         resp_mask[i, :len(r)] = 1
     ended = torch.tensor([len(r) > 0 and r[-1] == tokenizer.eos_token_id for r in replies])
     texts = [tokenizer.decode(r, skip_special_tokens=True).strip() for r in replies]

@@ -122,3 +122,7 @@ def test_summarize_history_by_hand():
                                "advantage_mean": -0.1, "skipped_steps": 1, "train_reward_first": 1.5,
                                "train_reward_last": 3.0, "sec_generate_per_iter": 1.5, "sec_score_per_iter": 0.2,
                                "sec_backward_per_iter": 1.3})
+    long = {k: list(range(12)) for k in history}  # the default: the first and last 10 iterations
+    long["optim/grad_norm"] = [1.0] * 12
+    s = reinforce_loop.summarize_history(long)
+    assert s["train_reward_first"] == 4.5 and s["train_reward_last"] == 6.5

@@ -96,8 +96,8 @@ def test_from_replies_lays_out_given_replies_as_sample_does(tokenizer):
     assert roll.attention_mask[:, :-width].sum(-1).tolist() == [len(p) for p in prompt_ids]
     assert roll.input_ids[1, -width - len(prompt_ids[1]):-width].tolist() == prompt_ids[1]
     assert roll.ended.tolist() == [True, False] and roll.texts == ["Hello", "Yes"]
-    empty = rollout.from_replies(tokenizer, prompts, [[], []])
-    assert empty.resp_len == 1 and empty.resp_mask.sum() == 0 and empty.ended.tolist() == [False, False]
+    empty = rollout.from_replies(tokenizer, prompts, [[], [tokenizer.eos_token_id]])  # no reply; a bare end of turn
+    assert empty.resp_len == 1 and empty.resp_mask.sum() == 1 and empty.ended.tolist() == [False, True]
 
 
 def test_generate_replies_are_the_texts_of_sample(tiny_policy, tokenizer):
