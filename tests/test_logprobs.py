@@ -75,3 +75,9 @@ def test_masked_sum_and_mean():
 def test_entropy_by_hand():
     logits = torch.log(torch.tensor([[[0.5, 0.5, 1e-30]]]))
     assert logprobs.entropy_from_logits(logits).item() == pytest.approx(math.log(2), abs=1e-6)
+
+
+def test_masked_mean_of_one_token_and_of_none():
+    values = torch.tensor([[3.0, 5.0]])
+    assert logprobs.masked_mean(values, torch.tensor([[0.0, 1.0]])).item() == 5.0
+    assert logprobs.masked_mean(values, torch.tensor([[0.0, 0.0]])).item() == 0.0  # no token: 0, not NaN

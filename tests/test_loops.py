@@ -216,6 +216,7 @@ def test_each_iteration_logs_what_it_sampled_and_how_long_each_part_took(tiny_po
     hist = reinforce_loop.train_reinforce(tiny_policy, tokenizer, scripted_reward([[1, 3], [5, 9]]), PROMPTS,
                                           smoke_rl(max_new_tokens=3), progress=False)
     rolls = [out for _, out in sampled.calls]
+    assert [r.resp_len for r in rolls] == [3, 3]  # max_new_tokens (a random model almost never ends its turn)
     assert hist["response/length"] == pytest.approx([float(r.lengths.float().mean()) for r in rolls])
     assert hist["response/ended_frac"] == pytest.approx([float(r.ended.float().mean()) for r in rolls])
     assert hist["reward/std"] == pytest.approx([2 ** 0.5, 8 ** 0.5])
@@ -289,7 +290,14 @@ def test_an_interrupted_reinforce_run_resumes_to_the_same_history_and_weights(to
 
     with pytest.raises(Interrupted):
         run(dies_at_the_third_batch, tmp_path)  # a checkpoint after 2 iterations
-    resumed, policy_resumed = run(toy_reward, tmp_path)
+    calls.clear()
+
+    def counts_batches(prompts, texts):
+        calls.append(1)
+        return toy_reward(prompts, texts)
+
+    resumed, policy_resumed = run(counts_batches, tmp_path)
+    assert len(calls) == 1  # only the third iteration is run again
     strip = lambda h: {k: v for k, v in h.items() if not k.startswith("time/")}
     assert strip(resumed) == strip(whole) and resumed["step"] == [1, 2, 3]
     for a, b in zip(policy_whole.parameters(), policy_resumed.parameters()):
@@ -318,9 +326,44 @@ def test_an_interrupted_reward_model_run_resumes_to_the_same_history(tiny_rm, to
     monkeypatch.setattr(reward_model_loop, "reward_model_loss", dies_at_the_fifth_batch)
     with pytest.raises(Interrupted):
         run(tmp_path)  # a checkpoint after 4 steps
-    monkeypatch.setattr(reward_model_loop, "reward_model_loss", loss_fn)
+    calls.clear()
+
+    def counts_batches(*args):
+        calls.append(1)
+        return loss_fn(*args)
+
+    monkeypatch.setattr(reward_model_loop, "reward_model_loss", counts_batches)
     resumed, model_resumed = run(tmp_path)
+    assert len(calls) == 2  # only steps 5 and 6 are run again
     strip = lambda h: {k: v for k, v in h.items() if not k.startswith("time/")}
     assert strip(resumed) == strip(whole) and resumed["step"] == [1, 2, 3, 4, 5, 6]
     for a, b in zip(model_whole.parameters(), model_resumed.parameters()):
         torch.testing.assert_close(a, b)
+
+
+def test_no_signal_no_update_the_policy_stays_where_it_is(tiny_policy, tokenizer):
+    """Equal rewards give zero advantages under either baseline, so the step must leave every weight as it
+    was (no weight decay, nothing but the policy gradient moves the policy)."""
+    before = [p.detach().clone() for p in tiny_policy.parameters()]
+    for changes in ({}, {"baseline": "rloo", "samples_per_prompt": 2}):
+        reinforce_loop.train_reinforce(tiny_policy, tokenizer, lambda prompts, texts: torch.ones(len(texts)), PROMPTS,
+                                       smoke_rl(**changes), progress=False)
+    for a, b in zip(before, tiny_policy.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_the_replies_depend_on_the_run_seed_not_on_the_global_random_state(tokenizer, policy_pair):
+    from test_reinforce import toy_reward
+
+    def run(global_seed):
+        from transformers import LlamaForCausalLM
+
+        from conftest import tiny_config
+
+        torch.manual_seed(0)
+        policy = LlamaForCausalLM(tiny_config(tokenizer)).eval()
+        torch.manual_seed(global_seed)
+        return reinforce_loop.train_reinforce(policy, tokenizer, toy_reward, PROMPTS, smoke_rl(), progress=False)
+
+    strip = lambda h: {k: v for k, v in h.items() if not k.startswith("time/")}
+    assert strip(run(1)) == strip(run(2))

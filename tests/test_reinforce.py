@@ -126,3 +126,21 @@ def test_summarize_history_by_hand():
     long["optim/grad_norm"] = [1.0] * 12
     s = reinforce_loop.summarize_history(long)
     assert s["train_reward_first"] == 4.5 and s["train_reward_last"] == 6.5
+
+
+@pytest.mark.parametrize("n_prompts", [5, 6, 7])
+def test_prompt_stream_deals_whole_batches_each_pass(n_prompts):
+    stream = reinforce_loop.prompt_stream(list(range(n_prompts)), 3, seed=0)
+    per_pass = n_prompts // 3  # the remainder of a pass is left out, never dealt as a short batch
+    for _ in range(3):
+        batches = [next(stream) for _ in range(per_pass)]
+        dealt = [p for b in batches for p in b]
+        assert all(len(b) == 3 for b in batches) and len(set(dealt)) == len(dealt) == 3 * per_pass
+
+
+def test_prompt_stream_is_seeded():
+    def first_batches(seed):
+        stream = reinforce_loop.prompt_stream(list(range(12)), 4, seed)
+        return [next(stream) for _ in range(6)]
+
+    assert first_batches(0) == first_batches(0) and first_batches(0) != first_batches(1)
