@@ -367,3 +367,17 @@ def test_the_replies_depend_on_the_run_seed_not_on_the_global_random_state(token
 
     strip = lambda h: {k: v for k, v in h.items() if not k.startswith("time/")}
     assert strip(run(1)) == strip(run(2))
+
+
+def test_every_forward_pass_of_the_loop_runs_in_the_configured_precision(tokenizer, policy_pair, monkeypatch):
+    """Sampling, the gradient pass and the reference pass all run under the config's autocast."""
+    monkeypatch.delenv("ALIGNLIB_AMP", raising=False)
+    policy, ref = policy_pair
+    seen = {"policy": [], "ref": []}
+    for name, model in (("policy", policy), ("ref", ref)):
+        model.model.register_forward_pre_hook(lambda module, args, name=name: seen[name].append(
+            torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else None))
+    reinforce_loop.train_reinforce(policy, tokenizer, scripted_reward([[1, 3]]), PROMPTS,
+                                   smoke_rl(iterations=1, amp="bf16", kl_beta=0.1), ref_policy=ref, progress=False)
+    assert len(seen["policy"]) > 2 and set(seen["policy"]) == {torch.bfloat16}  # each decoding step + the gradient pass
+    assert seen["ref"] == [torch.bfloat16]
