@@ -60,8 +60,15 @@ def test_rloo_advantages_by_hand(tiny_policy, tokenizer, monkeypatch):
     """k = 2 replies per prompt, adjacent: rewards [1, 3 | 5, 9] -> baselines [3, 1 | 9, 5]."""
     loss = Recorder(monkeypatch, reinforce_loop, "reinforce_loss")
     cfg = smoke_rl(iterations=1, baseline="rloo", samples_per_prompt=2)
-    hist = reinforce_loop.train_reinforce(tiny_policy, tokenizer, scripted_reward([[1, 3, 5, 9]]), PROMPTS, cfg,
-                                          progress=False)
+    asked = []
+
+    def reward(prompts, texts):
+        asked.append(prompts)
+        return torch.tensor([1.0, 3.0, 5.0, 9.0])
+
+    hist = reinforce_loop.train_reinforce(tiny_policy, tokenizer, reward, PROMPTS, cfg, progress=False)
+    prompts = asked[0]  # the reward model sees each reply's prompt: two prompts, each twice, adjacent
+    assert len(prompts) == 4 and prompts[0] == prompts[1] != prompts[2] == prompts[3] and prompts[0] in PROMPTS
     assert loss.calls[0][0][1].tolist() == [-2.0, 2.0, -4.0, 4.0]
     assert hist["advantage/baseline"] == [4.5]
 
@@ -229,13 +236,16 @@ def test_each_iteration_logs_what_it_sampled_and_how_long_each_part_took(tiny_po
 
 
 def test_truncated_replies_pay_the_truncation_penalty(tiny_policy, tokenizer, monkeypatch):
+    eos_bias = torch.zeros(len(tokenizer))
+    eos_bias[tokenizer.eos_token_id] = 9.5  # about one chance in five to end the turn at each token
+    tiny_policy.lm_head.register_forward_hook(lambda module, args, out: out + eos_bias)
     sampled = Recorder(monkeypatch, rollout, "sample")
-    hist = reinforce_loop.train_reinforce(tiny_policy, tokenizer, scripted_reward([[1, 3]]), PROMPTS,
-                                          smoke_rl(iterations=1, max_new_tokens=2, truncation_penalty=0.5),
-                                          progress=False)
+    hist = reinforce_loop.train_reinforce(tiny_policy, tokenizer, scripted_reward([[1, 3, 5, 7]]), PROMPTS,
+                                          smoke_rl(iterations=1, prompts_per_iter=4, max_new_tokens=2,
+                                                   truncation_penalty=0.5), progress=False)
     ended = sampled.calls[0][1].ended.float()
-    assert hist["reward/mean"] == [pytest.approx(float((torch.tensor([1.0, 3.0]) - 0.5 * (1 - ended)).mean()))]
-    assert ended.sum() < 2  # at least one of two-token replies of a random model is cut off
+    assert 0 < ended.sum() < 4  # some replies ended their turn, some were cut off
+    assert hist["reward/mean"] == [pytest.approx(float((torch.tensor([1.0, 3.0, 5.0, 7.0]) - 0.5 * (1 - ended)).mean()))]
 
 
 def test_the_kl_is_measured_every_kl_log_every_iterations_and_at_the_end(tokenizer, policy_pair):
@@ -245,6 +255,10 @@ def test_the_kl_is_measured_every_kl_log_every_iterations_and_at_the_end(tokeniz
     measured = [kl is not None for kl in hist["kl/to_sft"]]
     assert measured == [True, False, True, True]
     assert all(abs(kl) > 1e-3 for kl in hist["kl/to_sft"] if kl is not None)  # two different models
+    penalised = reinforce_loop.train_reinforce(policy, tokenizer, scripted_reward([[1, 3]] * 4), PROMPTS,
+                                               smoke_rl(iterations=4, kl_log_every=2, kl_beta=0.5), ref_policy=ref,
+                                               progress=False)
+    assert all(kl is not None for kl in penalised["kl/to_sft"])  # a penalty needs the KL at every iteration
 
 
 def test_prompts_over_the_budget_stop_the_loop(tiny_policy, tokenizer):
