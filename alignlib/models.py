@@ -37,8 +37,11 @@ class ModelUnavailableError(RuntimeError):
 
 
 def device() -> torch.device:
-    """CUDA when available, else CPU."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """This process's device: under `accelerate launch`, the GPU of its local rank (the CPU with
+    ACCELERATE_USE_CPU=true); otherwise CUDA when available, else the CPU."""
+    from accelerate.state import AcceleratorState
+
+    return AcceleratorState().device
 
 
 def cache_dir() -> Path:

@@ -145,15 +145,17 @@ def grad_scaler(amp: str, device: torch.device) -> torch.amp.GradScaler:
     return torch.amp.GradScaler(device.type, enabled=resolve_amp(amp, device) == "fp16")
 
 
-def clip_and_step(optimizer, scaler: torch.amp.GradScaler, params, max_grad_norm: float, where: str) -> float | None:
+def clip_and_step(optimizer, scaler: torch.amp.GradScaler, params, max_grad_norm: float, where: str,
+                  clip=torch.nn.utils.clip_grad_norm_) -> float | None:
     """Unscale, clip the gradient norm, step: the end of every training step.
 
     Returns the gradient norm before clipping, or None when the fp16 loss scaler found inf/NaN
     gradients and skipped the step (the scale is then halved; the weights are untouched).
     Without loss scaling a non-finite gradient norm has no such remedy: FloatingPointError.
+    `clip(params, max_norm)` clips and returns the norm (`Accelerator.clip_grad_norm_` under FSDP).
     """
     scaler.unscale_(optimizer)
-    norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+    norm = clip(params, max_grad_norm)
     finite = bool(torch.isfinite(norm))
     if not finite and not scaler.is_enabled():
         raise FloatingPointError(f"non-finite gradient norm {where} (float32 or bf16, no loss scaling to absorb "

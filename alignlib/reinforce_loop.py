@@ -17,11 +17,12 @@ import time
 
 import numpy as np
 import torch
+from accelerate import Accelerator
 from tqdm.auto import tqdm
 
 from . import checkpoint, precision, rollout
 from .baselines import advantage_stats, ema_advantages, rloo_advantages
-from .logprobs import entropy_from_logits, masked_mean, masked_sum, token_logprobs
+from .logprobs import entropy_from_logits, masked_sum, token_logprobs
 from .losses import kl_penalized_rewards, reinforce_loss
 
 HISTORY_KEYS = ("step", "train/loss", "reward/mean", "reward/std", "advantage/baseline", "advantage/mean",
@@ -40,8 +41,11 @@ def prompt_stream(prompts: list, batch: int, seed: int):
             yield [prompts[j] for j in order[i:i + batch]]
 
 
-def check_settings(cfg, ref_policy) -> None:
+def check_settings(cfg, ref_policy, processes: int = 1) -> None:
     """Refuse settings the loop cannot run, with what to change."""
+    if cfg.prompts_per_iter % processes:
+        raise ValueError(f"prompts_per_iter={cfg.prompts_per_iter} does not split evenly over {processes} "
+                         "processes; make it a multiple of the number of processes")
     if cfg.baseline not in ("ema", "rloo"):
         raise ValueError(f"unknown baseline {cfg.baseline!r}; use 'ema' or 'rloo'")
     if cfg.baseline == "rloo" and cfg.samples_per_prompt < 2:
@@ -64,12 +68,21 @@ def train_reinforce(policy, tokenizer, reward_fn, prompts: list, cfg, ref_policy
             every `cfg.kl_log_every` iterations otherwise (None: KL not measured).
         checkpoint_dir: where to save the state every `checkpoint_every` iterations and at the
             end; a run that finds a checkpoint of the same settings there continues from it.
+
+    Under `accelerate launch` with N processes, each process samples, scores and differentiates
+    its N-th of every iteration's prompts, the advantages are computed over the rows gathered from
+    all processes (one EMA baseline; RLOO groups stay on one process), and the gradients are
+    averaged (DDP): the update of one process with all the prompts, up to float rounding. Only the
+    main process writes checkpoints. Without the launcher: one process, nothing wrapped.
     """
-    check_settings(cfg, ref_policy)
+    accelerator = Accelerator(device_placement=False)  # the caller placed the models (models.device())
+    rank, world = accelerator.process_index, accelerator.num_processes
+    check_settings(cfg, ref_policy, world)
     device, amp, k = next(policy.parameters()).device, cfg.amp, cfg.samples_per_prompt
+    model = accelerator.prepare(policy)  # DDP under the launcher; `policy` itself samples and is saved
     # fused: one kernel over all 135M parameters instead of a loop of per-tensor ops (several times
     # faster on CPU; TRL's default optimizer too). Same update up to float rounding.
-    opt = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, weight_decay=0.0, fused=True)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0, fused=True)
     scaler = precision.grad_scaler(amp, device)  # fp16 only: dynamic loss scaling
     stream = prompt_stream(prompts, cfg.prompts_per_iter, cfg.seed)
     baseline, start = None, 0
@@ -85,15 +98,17 @@ def train_reinforce(policy, tokenizer, reward_fn, prompts: list, cfg, ref_policy
                 next(stream)
             print(f"[alignlib] resuming REINFORCE at iteration {start} from {checkpoint_dir}")
     bar = tqdm(range(start, cfg.iterations), initial=start, total=cfg.iterations,
-               desc=f"REINFORCE ({cfg.baseline})", disable=not progress)
+               desc=f"REINFORCE ({cfg.baseline})", disable=not (progress and accelerator.is_main_process))
     for it in bar:
         t0 = time.perf_counter()
-        batch_prompts = [p for p in next(stream) for _ in range(k)]  # k replies per prompt, adjacent
+        share = cfg.prompts_per_iter // world  # this process's prompts; k replies per prompt, adjacent
+        batch_prompts = [p for p in next(stream)[rank * share:(rank + 1) * share] for _ in range(k)]
 
         # 1. sample replies from the current policy
         policy.eval()
         roll = rollout.sample(policy, tokenizer, batch_prompts, cfg.max_new_tokens, cfg.top_p, cfg.temperature,
-                              seed=cfg.seed * 100_003 + it, max_prompt_tokens=cfg.max_prompt_tokens, amp=amp)
+                              seed=cfg.seed * 100_003 + it, max_prompt_tokens=cfg.max_prompt_tokens, amp=amp,
+                              shard=(rank, world))
         t1 = time.perf_counter()
 
         # 2. score them
@@ -105,13 +120,13 @@ def train_reinforce(policy, tokenizer, reward_fn, prompts: list, cfg, ref_policy
         t2 = time.perf_counter()
 
         # 3. log-probs of the sampled replies under the distribution they were sampled from, with gradients
-        policy.train()
+        model.train()
         mask, targets = roll.resp_mask.to(device), roll.reply_ids.to(device)
         with precision.autocast(amp, device):
-            logits = rollout.rollout_logits(policy, roll)
+            logits = rollout.rollout_logits(model, roll)
         seq_logp = masked_sum(token_logprobs(logits, targets, cfg.top_p, cfg.temperature), mask)
         with torch.no_grad():
-            entropy = masked_mean(entropy_from_logits(logits.detach()), mask)
+            entropy = masked_sum(entropy_from_logits(logits.detach()), mask)  # per reply, summed over tokens
 
         # 4. KL to the SFT model (penalty when beta > 0; otherwise only measured now and then)
         kl, shaped = None, rewards
@@ -123,28 +138,33 @@ def train_reinforce(policy, tokenizer, reward_fn, prompts: list, cfg, ref_policy
             shaped, kl = kl_penalized_rewards(rewards.to(device), logp_full, ref_logp, mask, cfg.kl_beta)
             shaped = shaped.cpu()
 
-        # 5. advantages: reward minus a baseline that did not see this reply
+        # 5. advantages over the iteration's rows from all processes, in order: reward minus a
+        #    baseline that did not see this reply
+        every = lambda x: accelerator.gather(x.to(device)).cpu()  # noqa: E731  (one process: x itself)
         if cfg.baseline == "ema":
-            advantages, b, baseline = ema_advantages(shaped, baseline, cfg.ema_alpha)
+            all_advantages, b, baseline = ema_advantages(every(shaped), baseline, cfg.ema_alpha)
         else:
-            advantages, b = rloo_advantages(shaped, k)
+            all_advantages, b = rloo_advantages(every(shaped), k)
+        advantages = all_advantages[rank * len(batch_prompts):(rank + 1) * len(batch_prompts)]
 
         # 6. policy-gradient step (grad_norm None: an fp16 step the loss scaler skipped)
         loss = reinforce_loss(seq_logp, advantages.to(device))
         where = f"at iteration {it} (last good checkpoint, if any: {checkpoint_dir})"
         if not torch.isfinite(loss):
             raise FloatingPointError(f"non-finite policy loss {where}")
-        scaler.scale(loss).backward()
-        grad_norm = precision.clip_and_step(opt, scaler, list(policy.parameters()), cfg.max_grad_norm, where)
+        scaler.scale(loss).backward()  # under DDP, averages the gradients over the processes
+        grad_norm = precision.clip_and_step(opt, scaler, list(model.parameters()), cfg.max_grad_norm, where,
+                                            clip=accelerator.clip_grad_norm_)
         opt.zero_grad(set_to_none=True)
         t3 = time.perf_counter()
 
-        # 7. log
-        row = {"step": it + 1, "train/loss": float(loss.detach()), "reward/mean": float(rewards.mean()),
-               "reward/std": float(rewards.std()), "advantage/baseline": b, **advantage_stats(advantages),
-               "kl/to_sft": float(kl.mean()) if kl is not None else None,
-               "response/length": float(roll.lengths.float().mean()),
-               "response/ended_frac": float(roll.ended.float().mean()), "policy/entropy": float(entropy),
+        # 7. log (over all processes' rows)
+        rewards, lengths = every(rewards), every(roll.lengths.float())
+        row = {"step": it + 1, "train/loss": float(accelerator.reduce(loss.detach(), "mean")),
+               "reward/mean": float(rewards.mean()), "reward/std": float(rewards.std()), "advantage/baseline": b,
+               **advantage_stats(all_advantages), "kl/to_sft": float(every(kl).mean()) if kl is not None else None,
+               "response/length": float(lengths.mean()), "response/ended_frac": float(every(roll.ended.float()).mean()),
+               "policy/entropy": float(every(entropy).sum() / lengths.sum().clamp(min=1)),
                "optim/lr": opt.param_groups[0]["lr"], "optim/grad_norm": grad_norm, "time/step": t3 - t0,
                "time/generate": t1 - t0, "time/score": t2 - t1, "time/backward": t3 - t2}
         for key in HISTORY_KEYS:
@@ -153,8 +173,10 @@ def train_reinforce(policy, tokenizer, reward_fn, prompts: list, cfg, ref_policy
         bar.set_postfix(reward=f"{row['reward/mean']:.3f}", len=f"{row['response/length']:.0f}",
                         kl="-" if kl is None else f"{row['kl/to_sft']:.2f}", s_it=f"{row['time/step']:.1f}")
         if checkpoint_dir is not None and ((it + 1) % checkpoint_every == 0 or it + 1 == cfg.iterations):
-            checkpoint.save(checkpoint_dir, it + 1, fingerprint, policy, opt,
-                            {"baseline": baseline, "history": history, "scaler": scaler.state_dict()})
+            if accelerator.is_main_process:
+                checkpoint.save(checkpoint_dir, it + 1, fingerprint, policy, opt,
+                                {"baseline": baseline, "history": history, "scaler": scaler.state_dict()})
+            accelerator.wait_for_everyone()
     policy.eval()
     return history
 

@@ -8,17 +8,19 @@ loss scaler skipped) and "time/step".
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 import numpy as np
 import torch
+from accelerate import Accelerator
 from tqdm.auto import tqdm
 
 from . import checkpoint, precision
 from .data import encode_pair, length_bucketed_batches
 from .losses import reward_model_loss
 from .packing import pack_pairs
-from .scoring import pair_logits, reward_from_logits
+from .scoring import HeadAt, pair_logits, reward_from_logits
 
 HISTORY_KEYS = ("step", "train/loss", "train/accuracy", "train/tokens", "optim/lr", "optim/grad_norm", "time/step")
 
@@ -47,7 +49,15 @@ def train_reward_model(model, tokenizer, pairs, cfg, max_length: int, progress: 
     With `checkpoint_dir`, the state is saved every `checkpoint_every` steps and at the end,
     and a run that finds a checkpoint of the same settings there continues from it (giving
     the same result as an uninterrupted run).
+
+    Under `accelerate launch` with N processes, each optimizer step takes `cfg.grad_accum * N`
+    micro-batches, `cfg.grad_accum` per process; the gradients are averaged over the processes
+    (DDP) and the logged metrics summed over them: global batch = batch_size x N x grad_accum
+    pairs. Only the main process writes checkpoints. Without the launcher: one process, as before.
     """
+    accelerator = Accelerator(device_placement=False)  # the caller placed the model (models.device())
+    rank, world = accelerator.process_index, accelerator.num_processes
+    heads = accelerator.prepare(HeadAt(model))  # DDP under the launcher
     device = next(model.parameters()).device
     encoded = [encode_pair(tokenizer, p, max_length) for p in pairs]
     lengths = [len(e.prompt) + len(e.chosen) + len(e.rejected) for e in encoded]
@@ -55,7 +65,8 @@ def train_reward_model(model, tokenizer, pairs, cfg, max_length: int, progress: 
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     micro_batches = [b for epoch in range(cfg.epochs)
                      for b in length_bucketed_batches(lengths, cfg.batch_size, seed=cfg.seed + epoch)]
-    total_steps = len(micro_batches) // cfg.grad_accum
+    per_step = cfg.grad_accum * world  # micro-batches per optimizer step, over all processes
+    total_steps = len(micro_batches) // per_step
     if cfg.max_steps is not None:
         total_steps = min(total_steps, cfg.max_steps)
     sched = torch.optim.lr_scheduler.LambdaLR(
@@ -63,7 +74,7 @@ def train_reward_model(model, tokenizer, pairs, cfg, max_length: int, progress: 
     scaler = precision.grad_scaler(cfg.amp, device)  # fp16 only: dynamic loss scaling
     history = {key: [] for key in HISTORY_KEYS}
     step = 0
-    fingerprint = checkpoint.fingerprint(cfg, max_length=max_length, n_pairs=len(pairs))
+    fingerprint = checkpoint.fingerprint(cfg, max_length=max_length, n_pairs=len(pairs), processes=world)
     if checkpoint_dir is not None:
         resumed = checkpoint.load(checkpoint_dir, fingerprint, model, opt)
         if resumed is not None:
@@ -74,15 +85,17 @@ def train_reward_model(model, tokenizer, pairs, cfg, max_length: int, progress: 
             print(f"[alignlib] resuming reward-model training at step {step} from {checkpoint_dir}")
 
     model.train()
-    bar = tqdm(total=total_steps, initial=step, desc="RM training", disable=not progress)
+    bar = tqdm(total=total_steps, initial=step, desc="RM training",
+               disable=not (progress and accelerator.is_main_process))
     while step < total_steps:
         t0 = time.perf_counter()
-        group = micro_batches[step * cfg.grad_accum:(step + 1) * cfg.grad_accum]
+        group = micro_batches[step * per_step:(step + 1) * per_step][rank::world]  # this process's share
         sums = {"loss": 0.0, "right": 0, "n": 0, "tokens": 0}
-        for batch in group:  # gradient accumulation over the micro-batches of one step
+        for n, batch in enumerate(group, 1):  # gradient accumulation; DDP averages at the last micro-batch
             packed = pack_pairs([encoded[i] for i in batch], tokenizer.pad_token_id)
-            with precision.autocast(cfg.amp, device):
-                logits_c, logits_r = pair_logits(model, packed)
+            sync = accelerator.no_sync(heads) if n < len(group) else contextlib.nullcontext()
+            with sync, precision.autocast(cfg.amp, device):
+                logits_c, logits_r = pair_logits(heads, packed)
                 loss = reward_model_loss(cfg.loss, logits_c.float(), logits_r.float(), cfg.margin, cfg.center_coef)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"non-finite RM loss ({loss.item()}) at step {step}; the last good "
@@ -95,10 +108,13 @@ def train_reward_model(model, tokenizer, pairs, cfg, max_length: int, progress: 
             sums["n"] += len(batch)
             sums["tokens"] += packed.n_tokens
         where = f"at step {step} (last good checkpoint, if any: {checkpoint_dir})"
-        grad_norm = precision.clip_and_step(opt, scaler, params, cfg.max_grad_norm, where)  # None: fp16 skip
+        grad_norm = precision.clip_and_step(opt, scaler, params, cfg.max_grad_norm, where,  # None: fp16 skip
+                                            clip=accelerator.clip_grad_norm_)
         opt.zero_grad(set_to_none=True)
+        sums = dict(zip(sums, accelerator.reduce(torch.tensor(list(sums.values()), dtype=torch.float64, device=device),
+                                                 "sum").tolist()))  # over all processes
         row = {"step": step + 1, "train/loss": sums["loss"] / sums["n"], "train/accuracy": sums["right"] / sums["n"],
-               "train/tokens": sums["tokens"], "optim/lr": sched.get_last_lr()[0], "optim/grad_norm": grad_norm,
+               "train/tokens": int(sums["tokens"]), "optim/lr": sched.get_last_lr()[0], "optim/grad_norm": grad_norm,
                "time/step": time.perf_counter() - t0}
         for key in HISTORY_KEYS:
             history[key].append(row[key])
@@ -110,8 +126,10 @@ def train_reward_model(model, tokenizer, pairs, cfg, max_length: int, progress: 
         bar.set_postfix(loss=f"{np.mean(history['train/loss'][-20:]):.3f}",
                         acc=f"{np.mean(history['train/accuracy'][-20:]):.2f}")
         if checkpoint_dir is not None and (step % checkpoint_every == 0 or step == total_steps):
-            checkpoint.save(checkpoint_dir, step, fingerprint, model, opt,
-                            {"history": history, "scheduler": sched.state_dict(), "scaler": scaler.state_dict()})
+            if accelerator.is_main_process:
+                checkpoint.save(checkpoint_dir, step, fingerprint, model, opt,
+                                {"history": history, "scheduler": sched.state_dict(), "scaler": scaler.state_dict()})
+            accelerator.wait_for_everyone()
     bar.close()
     model.eval()
     return history

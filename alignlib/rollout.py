@@ -77,6 +77,33 @@ class NucleusWarper:
         return scores.masked_fill(~top_p_mask(scores, self.top_p), float("-inf"))
 
 
+class GumbelSampler:
+    """transformers logits processor that draws the next token itself, by the Gumbel-max trick.
+
+    argmax(logits + g), with g ~ Gumbel(0, 1) drawn for each vocabulary entry, is a sample of
+    softmax(logits); the processor returns -inf everywhere but the drawn token, so greedy decoding
+    emits it. The noise is drawn for the whole `global_rows`-row batch at every step, from a
+    generator of its own seeded with `seed`, and the batch keeps rows `offset:offset + batch`: a
+    row's reply depends on the seed and its row number only, not on which rows share its batch.
+    Under `accelerate launch`, N processes that each sample a slice of an iteration's prompts thus
+    draw exactly the replies one process draws for all of them (up to float rounding of the logits),
+    and the caller's global random state is left untouched.
+    """
+
+    def __init__(self, seed: int, offset: int = 0, global_rows: int | None = None):
+        self.seed, self.offset, self.global_rows, self.generator = seed, offset, global_rows, None
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        """scores: (batch, vocab) warped logits -> (batch, vocab), 0 at the drawn token and -inf elsewhere."""
+        if self.generator is None:
+            self.generator = torch.Generator(scores.device).manual_seed(self.seed)
+        rows = self.global_rows or scores.shape[0]
+        u = torch.rand((rows, scores.shape[1]), generator=self.generator, device=scores.device)
+        u = u[self.offset:self.offset + scores.shape[0]].clamp_min(torch.finfo(u.dtype).tiny)
+        drawn = (scores.float() - torch.log(-torch.log(u))).argmax(-1, keepdim=True)
+        return torch.full_like(scores, float("-inf")).scatter_(1, drawn, 0.0)
+
+
 def kv_cache_for(device: torch.device) -> str:
     """The KV cache `sample` uses on `device`: "static" on CUDA, "dynamic" elsewhere.
 
@@ -92,14 +119,20 @@ def kv_cache_for(device: torch.device) -> str:
 
 def sample(model, tokenizer, prompts, max_new_tokens: int, top_p: float = 1.0, temperature: float = 1.0,
            do_sample: bool = True, seed: int | None = None, max_prompt_tokens: int | None = None,
-           amp: str = "none", cache: str | None = None) -> Rollout:
+           amp: str = "none", cache: str | None = None, shard: tuple[int, int] = (0, 1)) -> Rollout:
     """Sample one reply per prompt with the KV cache (prompts left-padded into one batch).
+
+    Sampling applies temperature and top-p (`NucleusWarper`), then draws each token with
+    `GumbelSampler` from `seed` (None: a seed drawn from torch's global generator). `shard` =
+    (process index, number of processes) says that `prompts` is this process's slice of a batch
+    split evenly over processes: the replies are then those one process would sample for the whole
+    batch. `do_sample=False` decodes greedily.
 
     `cache` is "dynamic" or "static" (None: `kv_cache_for` the model's device). Both sample from the
     same distribution and give the same tokens for the same seed up to float rounding (attention over
     the static cache's longer, masked length sums in another order). A static cache is sized for
-    `max_prompt_tokens + max_new_tokens` when the prompt budget is given, so that batches of other prompt lengths reuse it (and its compiled
-    decoding step) instead of reallocating it.
+    `max_prompt_tokens + max_new_tokens` when the prompt budget is given, so that batches of other
+    prompt lengths reuse it (and its compiled decoding step) instead of reallocating it.
     """
     ids = encode_prompts(tokenizer, prompts, max_prompt_tokens)
     prompt_ids, prompt_mask = left_pad(ids, tokenizer.pad_token_id)
@@ -107,24 +140,22 @@ def sample(model, tokenizer, prompts, max_new_tokens: int, top_p: float = 1.0, t
     cache = cache or kv_cache_for(dev)
     if cache not in ("dynamic", "static"):
         raise ValueError(f"unknown KV cache {cache!r}; use 'dynamic' or 'static'")
-    # sampling: temperature and top-p by NucleusWarper (transformers' own warpers switched off)
-    sampling = dict(top_p=1.0, top_k=0, temperature=1.0, logits_processor=[NucleusWarper(top_p, temperature)])
+    processors = []
+    if do_sample:  # temperature, top-p and the draw by our processors (transformers' own warpers switched off)
+        seed = int(torch.randint(2**62, ())) if seed is None else seed
+        rank, world = shard
+        processors = [NucleusWarper(top_p, temperature), GumbelSampler(seed, rank * len(ids), world * len(ids))]
     static = {}
     if cache == "static":
         width = max(prompt_ids.shape[1], max_prompt_tokens or 0)
         static = dict(cache_implementation="static", max_cache_len=width + max_new_tokens)
-    # a seed draws the replies from a generator of their own (transformers samples from torch's global one):
-    # fork it, seed it, and leave the caller's random state as it was
-    # (no_grad, not inference_mode: the sampled ids feed the training forward pass)
-    with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else [], enabled=seed is not None), torch.no_grad():
-        if seed is not None:
-            torch.manual_seed(seed)
-        with precision.autocast(amp, dev):
-            out = model.generate(
-                input_ids=prompt_ids.to(dev), attention_mask=prompt_mask.to(dev), max_new_tokens=max_new_tokens,
-                do_sample=do_sample, **(sampling if do_sample else {}), pad_token_id=tokenizer.pad_token_id,
-                eos_token_id=tokenizer.eos_token_id, **static,
-            ).cpu()
+    # no_grad, not inference_mode: the sampled ids feed the training forward pass
+    with torch.no_grad(), precision.autocast(amp, dev):
+        out = model.generate(
+            input_ids=prompt_ids.to(dev), attention_mask=prompt_mask.to(dev), max_new_tokens=max_new_tokens,
+            do_sample=False, logits_processor=processors,
+            pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, **static,
+        ).cpu()
     reply = out[:, prompt_ids.shape[1]:]
     mask = response_mask(reply, tokenizer.eos_token_id)
     ended = (reply == tokenizer.eos_token_id).any(-1)

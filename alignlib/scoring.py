@@ -44,12 +44,25 @@ def head_at(model, input_ids, attention_mask, position_ids, index) -> torch.Tens
     return head(hidden[rows, index])
 
 
-def pair_logits(model, packed: PackedPairs) -> tuple[torch.Tensor, torch.Tensor]:
-    """(chosen, rejected) head outputs, each (batch, num_labels), from one packed forward pass."""
-    dev = next(model.parameters()).device
+class HeadAt(torch.nn.Module):
+    """`head_at` of a reward model as a module. The training loop hands this to `accelerate`, whose
+    DDP wrapper averages the gradients of forward passes that go through it."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, attention_mask, position_ids, index) -> torch.Tensor:
+        return head_at(self.model, input_ids, attention_mask, position_ids, index)
+
+
+def pair_logits(heads, packed: PackedPairs) -> tuple[torch.Tensor, torch.Tensor]:
+    """(chosen, rejected) head outputs, each (batch, num_labels), from one packed forward pass.
+
+    `heads`: a `HeadAt` of the reward model (or the `accelerate`-wrapped one)."""
+    dev = next(heads.parameters()).device
     index = torch.stack([packed.chosen_end, packed.rejected_end], dim=1).to(dev)
-    out = head_at(model, packed.input_ids.to(dev), packed.attention_mask.to(dev),
-                  packed.position_ids.to(dev), index)
+    out = heads(packed.input_ids.to(dev), packed.attention_mask.to(dev), packed.position_ids.to(dev), index)
     return out[:, 0], out[:, 1]
 
 
@@ -76,7 +89,7 @@ def pair_rewards(model, tokenizer, pairs, max_length: int, batch_size: int = 16,
     for batch in tqdm(length_bucketed_batches(lengths, batch_size, seed=None), desc="scoring pairs",
                       disable=not progress):
         with precision.autocast(amp, next(model.parameters()).device):
-            lc, lr = pair_logits(model, pack_pairs([encoded[i] for i in batch], tokenizer.pad_token_id))
+            lc, lr = pair_logits(HeadAt(model), pack_pairs([encoded[i] for i in batch], tokenizer.pad_token_id))
         for j, i in enumerate(batch):
             out_c[i], out_r[i] = lc[j].float().cpu(), lr[j].float().cpu()
     logits_c, logits_r = torch.stack(out_c), torch.stack(out_r)

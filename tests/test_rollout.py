@@ -7,18 +7,41 @@ EOS = 2
 
 
 @pytest.mark.parametrize("top_p, temperature", [(0.9, 1.0), (0.8, 0.7)])
-def test_sampling_matches_transformers_warpers(tiny_policy, tokenizer, top_p, temperature):
-    """NucleusWarper samples exactly what transformers' TemperatureLogitsWarper + TopPLogitsWarper
-    sample from the same seed (float32 logits: no ties at the nucleus boundary)."""
-    prompts = [[{"role": "user", "content": "Hi"}], [{"role": "user", "content": "Tell me about the sea"}]]
-    ours = rollout.sample(tiny_policy, tokenizer, prompts, max_new_tokens=12, top_p=top_p,
-                          temperature=temperature, seed=3)
-    ids, mask = data.left_pad(rollout.encode_prompts(tokenizer, prompts), tokenizer.pad_token_id)
-    torch.manual_seed(3)
-    theirs = tiny_policy.generate(input_ids=ids, attention_mask=mask, max_new_tokens=12, do_sample=True,
-                                  top_p=top_p, top_k=0, temperature=temperature,
-                                  pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
-    assert torch.equal(ours.input_ids, theirs)
+def test_nucleus_warper_equals_transformers_warpers(top_p, temperature):
+    """NucleusWarper keeps exactly the logits transformers' TemperatureLogitsWarper + TopPLogitsWarper keep."""
+    from transformers import TemperatureLogitsWarper, TopPLogitsWarper
+
+    scores = torch.randn(4, 300, generator=torch.Generator().manual_seed(0)) * 3
+    theirs = TopPLogitsWarper(top_p)(None, TemperatureLogitsWarper(temperature)(None, scores))
+    assert torch.equal(rollout.NucleusWarper(top_p, temperature)(None, scores), theirs)
+
+
+def test_gumbel_sampler_draws_from_the_softmax():
+    """Each call returns one finite entry per row, and over many draws the tokens follow softmax(scores)
+    (-inf entries never drawn): frequencies within 4 standard errors of the probabilities."""
+    scores = torch.tensor([[1.0, 0.0, -1.0, float("-inf"), 2.0]])
+    sampler, draws = rollout.GumbelSampler(seed=0), 20_000
+    out = torch.cat([sampler(None, scores.expand(100, -1)) for _ in range(draws // 100)])
+    assert torch.equal(torch.isfinite(out).sum(-1), torch.ones(draws, dtype=torch.long))
+    freq = torch.isfinite(out).float().mean(0)
+    p = torch.softmax(scores[0], -1)
+    assert freq[3] == 0
+    assert torch.all((freq - p).abs() <= 4 * (p * (1 - p) / draws).sqrt() + 1e-9), (freq, p)
+
+
+def test_a_rows_reply_does_not_depend_on_its_batch(tiny_policy, tokenizer):
+    """Two processes that each sample half of a batch (shard = (rank, 2)) draw the replies one process
+    draws for the whole batch: what makes N processes under `accelerate launch` equal one."""
+    prompts = [[{"role": "user", "content": w}] for w in ("Hi", "Tell me about the sea", "Rain?", "Why")]
+    whole = rollout.sample(tiny_policy, tokenizer, prompts, 10, top_p=0.9, temperature=0.8, seed=5)
+    halves = [rollout.sample(tiny_policy, tokenizer, prompts[2 * r:2 * r + 2], 10, top_p=0.9, temperature=0.8,
+                             seed=5, shard=(r, 2)) for r in (0, 1)]
+    assert whole.texts == halves[0].texts + halves[1].texts
+    alone = rollout.sample(tiny_policy, tokenizer, prompts[2:], 10, top_p=0.9, temperature=0.8, seed=5)
+    assert alone.texts != whole.texts[2:]  # without the shard, the rows would draw another batch's noise
+    state = torch.get_rng_state()
+    rollout.sample(tiny_policy, tokenizer, prompts, 4, seed=1)
+    assert torch.equal(torch.get_rng_state(), state)  # a seeded draw leaves the global generator alone
 
 
 def test_nucleus_warper_scales_then_filters():

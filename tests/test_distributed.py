@@ -1,0 +1,83 @@
+"""Both loops under `accelerate launch` with two CPU processes (gloo): the same global batch split
+over two processes gives the one-process run's losses, metrics and final weights, and a killed
+two-process run resumes to the same result."""
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from alignlib import checkpoint
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import distributed_job  # noqa: E402
+
+JOB = Path(distributed_job.__file__)
+ACCELERATE = Path(sys.executable).parent / "accelerate"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch(out_dir: Path, *args) -> subprocess.CompletedProcess:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cmd = [str(ACCELERATE), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+           "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()),
+           str(JOB), str(out_dir), *map(str, args)]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true"}
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+
+
+def assert_same_run(one: tuple, two: tuple) -> None:
+    (h1, w1), (h2, w2) = one, two
+    assert h1.keys() == h2.keys()
+    for key in h1:
+        if key.startswith("time/"):
+            continue
+        nan = lambda xs: [float("nan") if x is None else x for x in xs]  # noqa: E731  (not measured)
+        assert nan(h1[key]) == pytest.approx(nan(h2[key]), rel=1e-4, abs=2e-5, nan_ok=True), key
+    assert w1.keys() == w2.keys()
+    for name in w1:
+        torch.testing.assert_close(w1[name], w2[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+@pytest.fixture(scope="module")
+def one_process(tmp_path_factory):
+    return distributed_job.main(tmp_path_factory.mktemp("one"))
+
+
+@pytest.fixture(scope="module")
+def two_processes(tmp_path_factory):
+    out = tmp_path_factory.mktemp("two")
+    run = launch(out)
+    assert run.returncode == 0, run.stderr[-3000:]
+    return torch.load(out / "result.pt", weights_only=False)
+
+
+@pytest.mark.parametrize("run", ["rm", "ema_kl", "rloo"])
+def test_two_processes_equal_one(one_process, two_processes, run):
+    assert two_processes["processes"] == 2 and one_process["processes"] == 1
+    assert_same_run(one_process[run], two_processes[run])
+    history = one_process[run][0]
+    if run == "rm":
+        assert history["train/tokens"][0] > 0 and len(history["step"]) == 4  # 16 pairs, 4 per step
+    else:  # training moved the policy, and the KL to SFT was measured (ema_kl: at every iteration)
+        assert len(history["step"]) == 4 and history["optim/grad_norm"][0] > 0
+        assert all(kl is not None for kl in history["kl/to_sft"]) == (run == "ema_kl")
+
+
+def test_killed_two_process_run_resumes_to_the_same_result(tmp_path, one_process):
+    killed = launch(tmp_path, 2)
+    assert killed.returncode != 0 and not (tmp_path / "result.pt").exists()
+    assert checkpoint.latest(tmp_path / "rl").name == "step-0000002"
+    resumed = launch(tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming REINFORCE at iteration 2" in resumed.stdout
+    assert_same_run(one_process["rloo"], torch.load(tmp_path / "result.pt", weights_only=False)["rloo"])
