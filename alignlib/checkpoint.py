@@ -7,6 +7,10 @@ the previous checkpoint or the new one, never half of one. Each checkpoint store
 trainable weights, the optimizer (and scheduler) state, the step, the RNG states, the loop's
 own state (e.g. the EMA baseline), the history so far, and a fingerprint of the config: a run
 with another config refuses to resume from it and says which settings differ.
+
+Weights and optimizer state are stored whole and keyed by parameter name
+(`torch.distributed.checkpoint.state_dict`): one process, DDP and sharded (FSDP) training write
+the same files, every process takes part in gathering them, and the main process writes them.
 """
 
 from __future__ import annotations
@@ -19,6 +23,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict, set_state_dict
+
+FORMAT = 2  # 1: optimizer state keyed by parameter index (before the accelerate launcher)
 
 
 class CheckpointMismatch(RuntimeError):
@@ -43,18 +50,27 @@ def trainable_state(model) -> dict:
     return {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
 
 
-def save(directory, step: int, fingerprint: dict, model, optimizer, extra: dict, keep: int = 1) -> Path:
-    """Write checkpoint `step` atomically and point LATEST to it; keep the newest `keep`."""
+def save(directory, step: int, fingerprint: dict, model, optimizer, extra: dict, keep: int = 1,
+         write: bool = True) -> Path:
+    """Write checkpoint `step` atomically and point LATEST to it; keep the newest `keep`.
+
+    Under `accelerate launch` every process calls this (gathering sharded state is collective),
+    with `write` True in the main process only.
+    """
+    weights, optim = get_state_dict(model, optimizer, options=StateDictOptions(
+        full_state_dict=True, cpu_offload=True, ignore_frozen_params=True))
     directory = Path(directory)
+    if not write:
+        return directory / f"step-{step:07d}"
     directory.mkdir(parents=True, exist_ok=True)
     final = directory / f"step-{step:07d}"
     tmp = directory / f".tmp-step-{step:07d}-{os.getpid()}"
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
-    torch.save(trainable_state(model), tmp / "weights.pt")
-    torch.save({"optimizer": optimizer.state_dict(), "rng": rng_state(), "extra": extra}, tmp / "state.pt")
-    (tmp / "meta.json").write_text(json.dumps({"step": step, "fingerprint": fingerprint}, indent=1))
+    torch.save(weights, tmp / "weights.pt")
+    torch.save({"optimizer": optim, "rng": rng_state(), "extra": extra}, tmp / "state.pt")
+    (tmp / "meta.json").write_text(json.dumps({"step": step, "format": FORMAT, "fingerprint": fingerprint}, indent=1))
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
@@ -92,13 +108,13 @@ def load(directory, fingerprint: dict, model, optimizer) -> tuple[int, dict] | N
             f"{ {k: saved.get(k) for k in diff} } there, { {k: fingerprint.get(k) for k in diff} } now). "
             "Delete that directory to start over, or restore the settings to resume."
         )
+    if meta.get("format", 1) != FORMAT:
+        raise CheckpointMismatch(f"the checkpoint in {directory} was written by an older alignlib (format "
+                                 f"{meta.get('format', 1)}, now {FORMAT}); delete that directory to start over")
     weights = torch.load(path / "weights.pt", map_location="cpu")
-    params = dict(model.named_parameters())
-    with torch.no_grad():
-        for name, value in weights.items():
-            params[name].copy_(value)
     state = torch.load(path / "state.pt", map_location="cpu", weights_only=False)
-    optimizer.load_state_dict(state["optimizer"])
+    set_state_dict(model, optimizer, model_state_dict=weights, optim_state_dict=state["optimizer"],
+                   options=StateDictOptions(full_state_dict=True, strict=False))  # strict: frozen weights not saved
     set_rng_state(state["rng"])
     return meta["step"], state["extra"]
 

@@ -7,7 +7,9 @@ Three profiles share one typed structure:
 - ``smoke`` a few steps on a few examples; proves the code path only (CI, nbval).
 
 ``get_profile()`` reads ``ALIGNLIB_PROFILE``; without it, ``full`` when CUDA is available,
-else ``cpu``.
+else ``cpu``. Every profile fine-tunes SmolLM2-135M-Instruct; ``ALIGNLIB_MODEL`` names another
+SFT model of the hub instead (e.g. HuggingFaceTB/SmolLM2-360M-Instruct or -1.7B-Instruct; only
+135M has offline weights).
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ import torch
 from .precision import resolve_amp  # noqa: F401  (public here: the hardware's choice of precision)
 
 PROFILE_ENV = "ALIGNLIB_PROFILE"
+MODEL_ENV = "ALIGNLIB_MODEL"
+SMOLLM2_135M = "HuggingFaceTB/SmolLM2-135M-Instruct"
 
 
 @dataclass(frozen=True)
@@ -86,6 +90,7 @@ class Profile:
     rm_scalar: RewardModelConfig
     rm_prob: RewardModelConfig
     reinforce: ReinforceConfig
+    model: str = SMOLLM2_135M  # the SFT model's hub id ($ALIGNLIB_MODEL overrides it: `model_id`)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -138,11 +143,17 @@ def default_profile_name() -> str:
     return "full" if torch.cuda.is_available() else "cpu"
 
 
+def model_id() -> str:
+    """The SFT model's hub id: ``$ALIGNLIB_MODEL``, else SmolLM2-135M-Instruct (every profile's)."""
+    return os.environ.get(MODEL_ENV, "").strip() or SMOLLM2_135M
+
+
 def get_profile(name: str | None = None) -> Profile:
-    """The profile called `name`, else ``$ALIGNLIB_PROFILE``, else the hardware default."""
+    """The profile called `name`, else ``$ALIGNLIB_PROFILE``, else the hardware default
+    (with ``$ALIGNLIB_MODEL``, if set, as its model)."""
     name = name or os.environ.get(PROFILE_ENV) or default_profile_name()
     try:
-        return PROFILES[name.strip().lower()]
+        return dataclasses.replace(PROFILES[name.strip().lower()], model=model_id())
     except KeyError:
         valid = ", ".join(sorted(PROFILES))
         raise UnknownProfileError(

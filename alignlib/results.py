@@ -105,11 +105,13 @@ def write_record(name: str, profile: str, *, model_source: str, data_source: str
     on this device, and why (`precision.describe`).
     """
     from . import precision
+    from .config import model_id
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     record = {
         "name": name,
         "profile": profile,
+        "model": model_id(),
         "model_source": model_source,
         "data_source": data_source,
         "seed": seed,

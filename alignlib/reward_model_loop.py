@@ -126,9 +126,8 @@ def train_reward_model(model, tokenizer, pairs, cfg, max_length: int, progress: 
         bar.set_postfix(loss=f"{np.mean(history['train/loss'][-20:]):.3f}",
                         acc=f"{np.mean(history['train/accuracy'][-20:]):.2f}")
         if checkpoint_dir is not None and (step % checkpoint_every == 0 or step == total_steps):
-            if accelerator.is_main_process:
-                checkpoint.save(checkpoint_dir, step, fingerprint, model, opt,
-                                {"history": history, "scheduler": sched.state_dict(), "scaler": scaler.state_dict()})
+            checkpoint.save(checkpoint_dir, step, fingerprint, model, opt, write=accelerator.is_main_process,
+                            extra={"history": history, "scheduler": sched.state_dict(), "scaler": scaler.state_dict()})
             accelerator.wait_for_everyone()
     bar.close()
     model.eval()

@@ -4,6 +4,9 @@ This is the one module that seeds runs and writes training records (`results.wri
 the notebooks call `reward_model_run` and `reinforce_run` once per variant, so that every variant
 is trained and judged in exactly the same way. Notebook 03 runs its first REINFORCE loop on the
 page (`reinforce_loop.train_reinforce`) and hands the trained policy to `record_reinforce_run`.
+
+Under `accelerate launch` every process trains (the loops split the work), and only the main
+process evaluates, saves and writes the record; the other processes' runs return None.
 """
 
 from __future__ import annotations
@@ -124,19 +127,26 @@ def reward_model_run(name: str, profile, cfg, tokenizer, prefs, publish: bool = 
     it, reload the saved adapter and check it gives the same accuracy, and write its record.
 
     With `evaluate_before`, the untrained model is scored first (the record's "before_training").
-    Returns (record, trained model, validation rewards as returned by `scoring.pair_rewards`).
+    Returns (record, trained model, validation rewards as returned by `scoring.pair_rewards`);
+    (None, trained model, None) in the processes other than the main one under `accelerate launch`.
     """
     results.seed_everything(cfg.seed)
-    clock, max_length = results.Timer(), profile.data.max_length
+    clock, max_length, processes = results.Timer(), profile.data.max_length, models.process_state()
     model = models.new_reward_model(cfg)
-    before = validation_metrics(model, tokenizer, prefs.validation, max_length, cfg)[0] if evaluate_before else None
+    before = None
+    if evaluate_before and processes.is_main_process:
+        before = validation_metrics(model, tokenizer, prefs.validation, max_length, cfg)[0]
     with results.PeakMemory() as mem, results.Timer() as train_time:
         history = reward_model_loop.train_reward_model(model, tokenizer, prefs.train, cfg, max_length,
                                                        checkpoint_dir=state_dir(profile, name))
+    if not processes.is_main_process:
+        return None, model, None
     metrics, val = validation_metrics(model, tokenizer, prefs.validation, max_length, cfg)
     metrics.update(training_speed(model, history, len(prefs.train), train_time.seconds, cfg.amp))
     metrics.update({"train_pairs": len(prefs.train), "peak_memory_train_mb": mem.peak_mb,
-                    "skipped_steps": precision.skipped_steps(history["optim/grad_norm"])})
+                    "skipped_steps": precision.skipped_steps(history["optim/grad_norm"]),
+                    "processes": processes.num_processes,
+                    "pairs_per_step": cfg.batch_size * cfg.grad_accum * processes.num_processes})
     if before is not None:
         metrics.update({"val_accuracy_before": before["val_accuracy"], "val_loss_before": before["val_loss"]})
     adapter, metrics["reload_val_accuracy"] = save_and_check(model, name, profile, cfg, tokenizer, prefs.validation,
@@ -189,13 +199,16 @@ def reinforce_run(name: str, profile, cfg, setup: ReinforceSetup, reward_fn: Cal
                   extra_config: dict | None = None) -> dict:
     """Seed, train a fresh copy of the SFT policy with REINFORCE (reward `reward_fn`, default the
     setup's scorer), then `record_reinforce_run`. Training state is checkpointed under
-    `state_dir(profile, name)`: re-running after an interruption continues where it stopped."""
+    `state_dir(profile, name)`: re-running after an interruption continues where it stopped.
+    Returns the record (None in the processes other than the main one under `accelerate launch`)."""
     results.seed_everything(cfg.seed)
     policy, ref = models.load_policy(), models.load_policy()
     with results.PeakMemory() as mem:
         history = reinforce_loop.train_reinforce(policy, setup.tokenizer, reward_fn or setup.scorer,
                                                  setup.train_prompts, cfg, ref_policy=ref,
                                                  checkpoint_dir=state_dir(profile, name))
+    if not models.process_state().is_main_process:
+        return None
     return record_reinforce_run(name, profile, cfg, setup, policy, ref, history, mem.peak_mb, extra_config)
 
 
@@ -215,7 +228,8 @@ def record_reinforce_run(name: str, profile, cfg, setup: ReinforceSetup, policy,
     metrics = evaluate.compare_policies(setup.sft["rewards"], gen["rewards"], setup.sft, gen)
     metrics["kl_to_sft"] = evaluate.kl_to_reference(policy, ref, setup.tokenizer, setup.eval_prompts, gen["tokens"], cfg)
     metrics.update(reinforce_loop.summarize_history(history))
-    metrics.update({"peak_memory_train_mb": peak_memory_train_mb, "train_prompts": len(setup.train_prompts)})
+    metrics.update({"peak_memory_train_mb": peak_memory_train_mb, "train_prompts": len(setup.train_prompts),
+                    "processes": models.process_state().num_processes})
     if profile.name != "smoke":  # the fine-tuned policy, for later use (git-ignored, ~0.5 GB)
         policy.save_pretrained(results.checkpoints_dir(profile.name) / f"policy_{name}")
     samples = [{"prompt": p[-1]["content"], "messages": p, "sft": s, "rl": r, "reward_sft": float(a),

