@@ -118,8 +118,8 @@ def test_fp16_rm_training_skips_overflowing_steps_and_goes_on(tiny_rm, tokenizer
     snapshots, scales = [weights()], []
     original_step = precision.clip_and_step
 
-    def spy(optimizer, scaler, params, max_grad_norm, where):
-        norm = original_step(optimizer, scaler, params, max_grad_norm, where)
+    def spy(optimizer, scaler, params, max_grad_norm, where, **kwargs):
+        norm = original_step(optimizer, scaler, params, max_grad_norm, where, **kwargs)
         snapshots.append(weights())
         scales.append(scaler.get_scale())
         return norm
