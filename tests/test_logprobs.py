@@ -30,6 +30,15 @@ def test_token_logprobs_plain_and_nucleus_by_hand():
     assert logprobs.token_logprobs(logits, tok(1), top_p=0.5).item() == pytest.approx(math.log(0.3 / 0.8))
 
 
+@pytest.mark.parametrize("temperature", [0.5, 2.0])
+def test_token_logprobs_at_a_temperature_by_hand(temperature):
+    """softmax(log p / T) is p^(1/T) renormalised."""
+    probs = torch.tensor([0.5, 0.3, 0.2])
+    tempered = probs ** (1 / temperature) / (probs ** (1 / temperature)).sum()
+    got = logprobs.token_logprobs(probs.log().view(1, 1, 3), torch.tensor([[1]]), temperature=temperature)
+    assert got.item() == pytest.approx(math.log(tempered[1].item()), abs=1e-6)
+
+
 def test_top_p_mask_matches_transformers_warper():
     from transformers.generation.logits_process import TopPLogitsWarper
 

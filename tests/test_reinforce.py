@@ -83,6 +83,12 @@ def test_loop_refuses_inconsistent_settings(policy_factory, tokenizer):
         reinforce_loop.train_reinforce(policy_factory(), tokenizer, toy_reward, PROMPTS,
                                   config.with_overrides(config.get_profile("smoke").reinforce, kl_beta=0.1),
                                   progress=False)
+    odd = config.with_overrides(config.get_profile("smoke").reinforce, prompts_per_iter=3)
+    reinforce_loop.check_settings(odd, None)  # one process takes all 3 prompts
+    with pytest.raises(ValueError, match="prompts_per_iter=3 does not split evenly over 2 processes"):
+        reinforce_loop.check_settings(odd, None, processes=2)
+    with pytest.raises(ValueError, match="unknown baseline 'mean'"):
+        reinforce_loop.check_settings(config.with_overrides(odd, baseline="mean"), None)
 
 
 def test_non_finite_reward_stops_the_run_and_names_it(policy_factory, tokenizer):

@@ -6,7 +6,7 @@ from alignlib import data, logprobs, rollout
 EOS = 2
 
 
-@pytest.mark.parametrize("top_p, temperature", [(0.9, 1.0), (0.8, 0.7)])
+@pytest.mark.parametrize("top_p, temperature", [(0.9, 1.0), (0.8, 0.7), (0.95, 2.0)])
 def test_nucleus_warper_equals_transformers_warpers(top_p, temperature):
     """NucleusWarper keeps exactly the logits transformers' TemperatureLogitsWarper + TopPLogitsWarper keep."""
     from transformers import TemperatureLogitsWarper, TopPLogitsWarper
@@ -49,8 +49,11 @@ def test_nucleus_warper_scales_then_filters():
     warped = rollout.NucleusWarper(top_p=0.9, temperature=0.5)(None, scores)
     # logits / 0.5 = [4, 2, 0] -> p = [0.867, 0.117, 0.016]: the top two reach 0.9
     assert warped[0, :2].tolist() == [4.0, 2.0] and warped[0, 2].item() == float("-inf")
-    with pytest.raises(ValueError, match="top_p"):
-        rollout.NucleusWarper(top_p=0.0)
+    scores = torch.randn(2, 50)
+    assert torch.equal(rollout.NucleusWarper()(None, scores), scores)  # by default: the plain softmax
+    for bad in (dict(top_p=0.0), dict(top_p=1.5), dict(temperature=0.0), dict(temperature=-1.0)):
+        with pytest.raises(ValueError, match="need 0 < top_p <= 1 and temperature > 0"):
+            rollout.NucleusWarper(**bad)
 
 
 def test_reply_logprobs_with_left_padding_match_one_by_one(tiny_policy, tokenizer):
@@ -135,3 +138,40 @@ def test_generate_replies_are_the_texts_of_sample(tiny_policy, tokenizer):
     assert defaults == rollout.sample(tiny_policy, tokenizer, prompts[:1], 128, 0.9, 1.0, seed=0).texts
     with pytest.raises(ValueError, match="exceed max_prompt_tokens=4"):
         rollout.generate_replies(tiny_policy, tokenizer, prompts, max_new_tokens=2, max_prompt_tokens=4)
+
+
+def test_sample_hands_generate_the_padding_mask_and_a_budget_sized_static_cache(tiny_policy, tokenizer, monkeypatch):
+    """What `sample` asks of transformers' generate. The left-padding mask (a tiny random model's replies
+    barely change without it, so it is checked here), and with the static cache, one sized for the
+    prompt budget + the new tokens, so that batches of other widths reuse it."""
+    seen, original = {}, tiny_policy.generate
+
+    def spy(**kwargs):
+        seen.clear()
+        seen.update(kwargs)
+        return original(**kwargs)
+
+    monkeypatch.setattr(tiny_policy, "generate", spy)
+    prompts = [[{"role": "user", "content": "Hi"}], [{"role": "user", "content": "Tell me about the sea and rain"}]]
+    _, mask = data.left_pad(rollout.encode_prompts(tokenizer, prompts), tokenizer.pad_token_id)
+    rollout.sample(tiny_policy, tokenizer, prompts, 5, seed=0, max_prompt_tokens=64, cache="static")
+    assert torch.equal(seen["attention_mask"], mask) and mask[0, 0] == 0
+    assert seen["cache_implementation"] == "static" and seen["max_cache_len"] == 64 + 5
+    rollout.sample(tiny_policy, tokenizer, prompts, 5, seed=0, cache="static")  # no budget: this batch's width
+    assert seen["max_cache_len"] == mask.shape[1] + 5
+    rollout.sample(tiny_policy, tokenizer, prompts, 5, seed=0, cache="dynamic")
+    assert "cache_implementation" not in seen and torch.equal(seen["attention_mask"], mask)
+
+
+def test_unseeded_sampling_draws_from_the_global_generator_and_defaults_to_the_plain_softmax(tiny_policy, tokenizer):
+    prompts = [[{"role": "user", "content": "Hi"}]] * 3
+    draws = []
+    for global_seed in (7, 7, 8):
+        torch.manual_seed(global_seed)
+        draws.append(rollout.sample(tiny_policy, tokenizer, prompts, 6).texts)
+    assert draws[0] == draws[1] and draws[0] != draws[2]
+    with torch.no_grad():  # sharper logits than a random init's, so that a temperature of 2 shows
+        tiny_policy.lm_head.weight.mul_(40)
+    plain = rollout.sample(tiny_policy, tokenizer, prompts, 6, seed=4).texts
+    assert plain == rollout.sample(tiny_policy, tokenizer, prompts, 6, top_p=1.0, temperature=1.0, seed=4).texts
+    assert plain != rollout.sample(tiny_policy, tokenizer, prompts, 6, top_p=1.0, temperature=2.0, seed=4).texts
