@@ -175,3 +175,20 @@ def test_unseeded_sampling_draws_from_the_global_generator_and_defaults_to_the_p
     plain = rollout.sample(tiny_policy, tokenizer, prompts, 6, seed=4).texts
     assert plain == rollout.sample(tiny_policy, tokenizer, prompts, 6, top_p=1.0, temperature=1.0, seed=4).texts
     assert plain != rollout.sample(tiny_policy, tokenizer, prompts, 6, top_p=1.0, temperature=2.0, seed=4).texts
+
+
+def test_sample_lays_out_a_known_generation(tiny_policy, tokenizer, monkeypatch):
+    """sample's bookkeeping on a generation fixed by hand: the first reply ends (eos, then eos padding)
+    with a special token inside, the second runs to the limit."""
+    prompts = [[{"role": "user", "content": "Hi"}], [{"role": "user", "content": "A longer question"}]]
+    hello, world = tokenizer.encode("Hello")[0], tokenizer.encode(" world")[0]
+    eos, start = tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("<|im_start|>")
+    replies = torch.tensor([[hello, start, world, eos, eos], [hello, world, hello, world, hello]])
+    monkeypatch.setattr(tiny_policy, "generate", lambda **kw: torch.cat([kw["input_ids"], replies], 1))
+    roll = rollout.sample(tiny_policy, tokenizer, prompts, 5, seed=0)
+    _, prompt_mask = data.left_pad(rollout.encode_prompts(tokenizer, prompts), tokenizer.pad_token_id)
+    assert roll.prompts == prompts and torch.equal(roll.reply_ids, replies)
+    assert roll.resp_mask.tolist() == [[1, 1, 1, 1, 0], [1, 1, 1, 1, 1]]  # up to and including the first eos
+    assert roll.ended.tolist() == [True, False] and roll.lengths.tolist() == [4, 5]
+    assert torch.equal(roll.attention_mask, torch.cat([prompt_mask, roll.resp_mask.long()], 1))
+    assert roll.texts == ["Hello world", "Hello worldHello worldHello"]  # special tokens left out
