@@ -61,6 +61,9 @@ def test_top_p_mask_candidates_and_fallback_match_the_full_sort():
     assert sizes[0].max() < 20 and sizes[1].min() > 40
     fast = logprobs.top_p_mask(logits, 0.9, candidates=20)
     assert fast.shape == logits.shape and torch.equal(fast, reference)
+    # a tiny top_p keeps exactly the most likely token, in both
+    for mask in (logprobs.top_p_mask_by_sort(logits, 0.01), logprobs.top_p_mask(logits, 0.01)):
+        assert torch.equal(mask, torch.nn.functional.one_hot(logits.argmax(-1), 400).bool())
 
 
 def test_top_p_mask_differs_from_the_sort_only_among_tied_tokens():

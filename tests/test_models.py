@@ -48,6 +48,8 @@ def test_over_long_prompt_for_generation_is_refused(tiny_policy, tokenizer):
     long = [{"role": "user", "content": "word " * 200}]
     with pytest.raises(ValueError, match="exceed max_prompt_tokens=50"):
         rollout.generate_replies(tiny_policy, tokenizer, [long], max_new_tokens=2, max_prompt_tokens=50)
+    exact = len(rollout.encode_prompts(tokenizer, [long])[0])
+    assert rollout.encode_prompts(tokenizer, [long], max_prompt_tokens=exact)  # at the budget: allowed
 
 
 def test_corrupt_adapter_is_a_clear_error(tmp_path):
