@@ -121,7 +121,7 @@ CPU = Profile(
 
 SMOKE = Profile(
     name="smoke",
-    data=DataConfig(max_length=128, max_train_pairs=16, max_validation_pairs=16),
+    data=DataConfig(max_length=64, max_train_pairs=16, max_validation_pairs=8),
     rm_scalar=RewardModelConfig(lr=1e-4, batch_size=4, max_steps=2, eval_batch_size=8, amp="auto"),
     rm_prob=RewardModelConfig(
         num_labels=10, loss="expected_score", lr=1e-4, batch_size=4, max_steps=2, eval_batch_size=8, amp="auto"
