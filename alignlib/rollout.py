@@ -44,7 +44,9 @@ class Rollout:
 
 def encode_prompts(tokenizer, prompts, max_prompt_tokens: int | None = None) -> list[list[int]]:
     """Token ids of chat prompts (with the generation prompt); over-long prompts are an error."""
-    ids = [tokenizer(policy_prompt_text(tokenizer, p), add_special_tokens=False)["input_ids"] for p in prompts]
+    if not prompts:
+        return []
+    ids = tokenizer([policy_prompt_text(tokenizer, p) for p in prompts], add_special_tokens=False)["input_ids"]
     if max_prompt_tokens is not None:
         long = [i for i, x in enumerate(ids) if len(x) > max_prompt_tokens]
         if long:

@@ -25,17 +25,11 @@ SKY = [{"role": "user", "content": "Why is the sky blue?"}]  # the original writ
 
 
 def unique_prompts(pairs: list[PreferencePair], tokenizer, max_prompt_tokens: int) -> tuple[list, int]:
-    """Distinct prompts of `pairs` that fit the prompt budget; returns (prompts, n_skipped_too_long)."""
-    seen, out, skipped = set(), [], 0
-    for p in pairs:
-        if p.prompt_key in seen:
-            continue
-        seen.add(p.prompt_key)
-        if len(encode_prompts(tokenizer, [p.prompt])[0]) > max_prompt_tokens:
-            skipped += 1
-            continue
-        out.append(list(p.prompt))
-    return out, skipped
+    """Distinct prompts of `pairs` (in order of first appearance) that fit the prompt budget; returns
+    (prompts, n_skipped_too_long)."""
+    distinct = list({p.prompt_key: list(p.prompt) for p in pairs}.values())
+    fits = [len(ids) <= max_prompt_tokens for ids in encode_prompts(tokenizer, distinct)]
+    return [p for p, ok in zip(distinct, fits) if ok], fits.count(False)
 
 
 def evaluation_prompts(validation: list[PreferencePair], tokenizer, cfg) -> list:

@@ -80,11 +80,8 @@ def main(out_dir: Path, kill_at: int | None = None) -> dict:
 
         checkpoint.save = save_then_die
     tokenizer = models.load_tokenizer()
-    result = {"processes": state.num_processes}
-    if kill_at is None:
-        result["rm"] = train_rm(tokenizer, state.num_processes)
-        result["ema_kl"] = train_rl(tokenizer, "ema")
-    result["rloo"] = train_rl(tokenizer, "rloo", out_dir / "rl")
+    result = {"processes": state.num_processes, "rm": train_rm(tokenizer, state.num_processes),
+              "ema_kl": train_rl(tokenizer, "ema"), "rloo": train_rl(tokenizer, "rloo", out_dir / "rl")}
     if state.is_main_process:
         torch.save(result, out_dir / "result.pt")
     return result

@@ -19,7 +19,8 @@ def job(kind, ckpt, out, kill_at=None):
     return subprocess.run(args, capture_output=True, text=True, timeout=600)
 
 
-@pytest.mark.parametrize("kind, kill_at", [("rm", 4), ("rl", 2)])
+# REINFORCE: killed under two processes in tests/test_distributed.py, interrupted in process in tests/test_loops.py
+@pytest.mark.parametrize("kind, kill_at", [("rm", 4)])
 def test_killed_run_resumes_to_the_same_result(tmp_path, kind, kill_at):
     whole = job(kind, tmp_path / "a", tmp_path / "a.json")
     assert whole.returncode == 0, whole.stderr[-2000:]
