@@ -122,12 +122,12 @@ CPU = Profile(
 SMOKE = Profile(
     name="smoke",
     data=DataConfig(max_length=64, max_train_pairs=16, max_validation_pairs=8),
-    rm_scalar=RewardModelConfig(lr=1e-4, batch_size=4, max_steps=2, eval_batch_size=8, amp="auto"),
+    rm_scalar=RewardModelConfig(lr=1e-4, batch_size=4, max_steps=1, eval_batch_size=8, amp="auto"),
     rm_prob=RewardModelConfig(
-        num_labels=10, loss="expected_score", lr=1e-4, batch_size=4, max_steps=2, eval_batch_size=8, amp="auto"
+        num_labels=10, loss="expected_score", lr=1e-4, batch_size=4, max_steps=1, eval_batch_size=8, amp="auto"
     ),
     reinforce=ReinforceConfig(
-        iterations=2, prompts_per_iter=2, max_new_tokens=8, max_prompt_tokens=64, eval_prompts=4,
+        iterations=1, prompts_per_iter=2, max_new_tokens=8, max_prompt_tokens=64, eval_prompts=4,
         eval_batch_size=4, amp="auto"
     ),
 )

@@ -57,8 +57,8 @@ def readme_section() -> str:
             + (f"Of that, {t['setup_s'] / 60:.1f} min is `make setup`" if "setup_s" in t else "")
             + "".join(f", {float(re.search(r' in ([0-9.]+)s', line).group(1)) / 60:.1f} min {what}"
                       for what, line in zip(PHASES, t.get("pytest_summaries", [])))
-            + ". The notebooks at `smoke` train the real 135M model (five two-iteration REINFORCE runs and five "
-            "two-step reward models, on prompts and pairs cut to 64 tokens, without checkpoints); the unit tests "
+            + ". The notebooks at `smoke` train the real 135M model (five one-iteration REINFORCE runs and five "
+            "one-step reward models, on prompts and pairs cut to 64 tokens, without checkpoints); the unit tests "
             "include two-process runs under `accelerate launch`, and the first one converts the offline GGUF "
             "weights (once per machine).")
 
