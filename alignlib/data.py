@@ -411,12 +411,15 @@ def token_lengths(tokenizer, pairs: list[PreferencePair]):
     """A pandas DataFrame of per-pair token counts: prompt (with chat template), chosen, rejected."""
     import pandas as pd
 
-    rows = []
-    for p in pairs:
-        e = encode_pair(tokenizer, p, max_length=10**9)
-        rows.append({"prompt": len(e.prompt), "chosen": len(e.chosen), "rejected": len(e.rejected),
-                     "turns": len(p.prompt)})
-    df = pd.DataFrame(rows)
+    suffix = response_suffix(tokenizer)
+
+    def count(texts: list[str]) -> list[int]:  # one batched call: the tokenizer's Rust side does the loop
+        return [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]] if texts else []
+
+    df = pd.DataFrame({"prompt": count([policy_prompt_text(tokenizer, p.prompt) for p in pairs]),
+                       "chosen": count([p.chosen + suffix for p in pairs]),
+                       "rejected": count([p.rejected + suffix for p in pairs]),
+                       "turns": [len(p.prompt) for p in pairs]})
     df["pair_unpacked"] = 2 * df.prompt + df.chosen + df.rejected
     df["pair_packed"] = df.prompt + df.chosen + df.rejected
     df["longest_view"] = df.prompt + df[["chosen", "rejected"]].max(axis=1)

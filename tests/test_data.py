@@ -158,3 +158,17 @@ def test_bucketed_batches_cover_every_example_once():
 def test_padding_efficiency_by_hand():
     # batch [0, 1]: lengths 2 and 4 -> 6 real of 8 processed; batch [2]: 3 of 3. Total 9 / 11.
     assert data.padding_efficiency([2, 4, 3], [[0, 1], [2]]) == pytest.approx(9 / 11)
+
+
+def test_token_lengths_count_what_encode_pair_encodes(tokenizer):
+    pairs = [data.PreferencePair(({"role": "user", "content": "Hi"},), "Hello there.", "No.", "t"),
+             data.PreferencePair(({"role": "user", "content": "Why?"}, {"role": "assistant", "content": "Sky."},
+                                  {"role": "user", "content": "Blue?"}), "Rayleigh scattering.", "", "t")]
+    lengths = data.token_lengths(tokenizer, pairs)
+    for row, pair in zip(lengths.itertuples(), pairs):
+        e = data.encode_pair(tokenizer, pair, max_length=10**9)
+        assert (row.prompt, row.chosen, row.rejected, row.turns) == (len(e.prompt), len(e.chosen), len(e.rejected),
+                                                                      len(pair.prompt))
+        assert row.pair_packed == len(e.prompt) + len(e.chosen) + len(e.rejected)
+        assert row.longest_view == len(e.prompt) + max(len(e.chosen), len(e.rejected))
+    assert data.token_lengths(tokenizer, []).empty
