@@ -39,9 +39,11 @@ def summarise(mutants: Path) -> dict:
         total.update({k: v for k, v in counts.items() if isinstance(v, int)})
     caught = total["killed"] + total["timeout"]
     judged = caught + total["survived"] + total["no tests"]
-    stats = json.loads((mutants / "mutmut-stats.json").read_text())
-    commit = (stats.get("git_commit") or "")[:7] or subprocess.run(  # the commit mutmut mutated
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
+    # the code mutated: mutmut re-generates and re-checks every function whose source changed since its
+    # last run (its meta files keep a hash per function), so the results describe the current HEAD
+    # (mutmut-stats.json's git_commit is the commit of its first run)
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                            cwd=ROOT).stdout.strip()
     return {"tool": "mutmut", "config": "pyproject.toml [tool.mutmut]", "code_version": commit or "unknown",
             "created": time.strftime("%Y-%m-%d %H:%M:%S"), "score": caught / judged if judged else None,
             "killed": total["killed"], "timeout": total["timeout"], "survived": total["survived"], "no_tests": total["no tests"],
