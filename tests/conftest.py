@@ -58,3 +58,21 @@ def tiny_policy(tokenizer):
 
     torch.manual_seed(0)
     return LlamaForCausalLM(tiny_config(tokenizer)).eval()
+
+
+def die_after_checkpoint(kill_at: int) -> None:
+    """Make this process send itself SIGKILL right after writing checkpoint `kill_at` (an interruption at a
+    known point), by wrapping `checkpoint.save`; used by the subprocess jobs of the resume tests."""
+    import signal
+
+    from alignlib import checkpoint
+
+    original_save = checkpoint.save
+
+    def save_then_die(directory, step, *args, **kwargs):
+        path = original_save(directory, step, *args, **kwargs)
+        if step == kill_at:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return path
+
+    checkpoint.save = save_then_die

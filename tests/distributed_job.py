@@ -15,7 +15,6 @@ writing checkpoint KILL_AT (an interruption at a known point).
 """
 
 import os
-import signal
 import sys
 from pathlib import Path
 
@@ -27,7 +26,7 @@ from transformers import LlamaForCausalLM  # noqa: E402
 
 from alignlib import checkpoint, config, models, reinforce_loop, reward_model_loop  # noqa: E402
 from alignlib.data import PreferencePair  # noqa: E402
-from conftest import tiny_base, tiny_config  # noqa: E402
+from conftest import die_after_checkpoint, tiny_base, tiny_config  # noqa: E402
 
 PROMPTS = [[{"role": "user", "content": w}] for w in ("cats", "dogs", "rain", "tea", "sun", "snow", "moon", "sea")]
 
@@ -70,15 +69,7 @@ def main(out_dir: Path, kill_at: int | None = None) -> dict:
 
     state = Accelerator()
     if kill_at is not None and state.is_main_process:
-        original_save = checkpoint.save
-
-        def save_then_die(directory, step, *args, **kwargs):
-            path = original_save(directory, step, *args, **kwargs)
-            if step == kill_at:
-                os.kill(os.getpid(), signal.SIGKILL)
-            return path
-
-        checkpoint.save = save_then_die
+        die_after_checkpoint(kill_at)
     tokenizer = models.load_tokenizer()
     result = {"processes": state.num_processes, "rm": train_rm(tokenizer, state.num_processes),
               "ema_kl": train_rl(tokenizer, "ema"), "rloo": train_rl(tokenizer, "rloo", out_dir / "rl")}

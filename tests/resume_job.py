@@ -8,7 +8,6 @@ With KILL_AT_STEP, the process sends itself SIGKILL right after writing that che
 
 import json
 import os
-import signal
 import sys
 from pathlib import Path
 
@@ -17,23 +16,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
 
-from alignlib import checkpoint, config, models, reinforce_loop, reward_model_loop  # noqa: E402
+from alignlib import config, models, reinforce_loop, reward_model_loop  # noqa: E402
 from alignlib.data import PreferencePair  # noqa: E402
-from conftest import tiny_base, tiny_config  # noqa: E402
+from conftest import die_after_checkpoint, tiny_base, tiny_config  # noqa: E402
 
 kind, ckpt_dir, out = sys.argv[1], sys.argv[2], sys.argv[3]
 kill_at = int(sys.argv[4]) if len(sys.argv) > 4 else None
 
 if kill_at is not None:
-    original_save = checkpoint.save
-
-    def save_then_die(directory, step, *args, **kwargs):
-        path = original_save(directory, step, *args, **kwargs)
-        if step == kill_at:
-            os.kill(os.getpid(), signal.SIGKILL)
-        return path
-
-    checkpoint.save = save_then_die
+    die_after_checkpoint(kill_at)
 
 tokenizer = models.load_tokenizer()
 if kind == "rm":
