@@ -2,6 +2,8 @@
 out by hand, and what training must do to a model (the rewarded token rises, the preferred reply's
 score rises). The pure functions they call have their own tests; these guard the wiring between them."""
 
+import time
+
 import numpy as np
 import pytest
 import torch
@@ -205,6 +207,70 @@ def test_the_preferred_replys_score_rises_on_a_separable_set(tiny_rm, tokenizer)
     assert hist["train/accuracy"][-1] == 1.0
     lr = hist["optim/lr"]  # warm-up of one step, then linear decay to 0 at the last of 12 steps
     assert lr[0] == pytest.approx(cfg.lr) and lr[-1] == pytest.approx(cfg.lr / 11) and lr == sorted(lr, reverse=True)
+
+
+def test_warmup_then_linear_decay_by_hand():
+    factor = reward_model_loop.warmup_then_linear_decay
+    assert [factor(s, 2, 6) for s in range(7)] == pytest.approx([0.5, 1.0, 1.0, 0.75, 0.5, 0.25, 0.0])
+    assert [factor(s, 1, 2) for s in range(3)] == pytest.approx([1.0, 1.0, 0.0])
+    assert [factor(s, 0, 4) for s in range(5)] == pytest.approx([1.0, 0.75, 0.5, 0.25, 0.0])
+    assert factor(9, 2, 6) == 0.0  # past the end: 0, not negative
+
+
+def test_each_rm_step_is_the_step_worked_out_by_hand(tiny_rm, tokenizer):
+    """Three optimizer steps of 3 accumulated micro-batches of 2 pairs, over 2 epochs of 10 pairs
+    (10 micro-batches: the 10th is left over), replayed outside the loop: the same batches, the
+    mean of the micro-batch losses, clipping, AdamW with weight decay on the warm-up/decay schedule.
+    The logged loss, accuracy, tokens, lr and grad norm, and the final weights, must be the replay's."""
+    import copy
+
+    from alignlib.data import encode_pair, length_bucketed_batches
+    from alignlib.losses import reward_model_loss
+    from alignlib.packing import pack_pairs
+
+    cfg = config.with_overrides(config.get_profile("smoke").rm_scalar, batch_size=2, grad_accum=3, epochs=2,
+                                max_steps=None, lr=2e-2, weight_decay=0.3, warmup_steps=2, max_grad_norm=0.5,
+                                center_coef=0.1, lora_dropout=0.0, amp="none", seed=5)
+    model, pairs = tiny_rm(seed=3, lora_dropout=0.0), toy_pairs()[:10]
+    replay = copy.deepcopy(model).train()
+    start = time.perf_counter()
+    hist = reward_model_loop.train_reward_model(model, tokenizer, pairs, cfg, max_length=128, progress=False)
+    elapsed = time.perf_counter() - start
+
+    encoded = [encode_pair(tokenizer, p, 128) for p in pairs]
+    lengths = [len(e.prompt) + len(e.chosen) + len(e.rejected) for e in encoded]
+    batches = [b for epoch in (0, 1) for b in length_bucketed_batches(lengths, 2, seed=5 + epoch)]
+    params = [p for p in replay.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.3)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: reward_model_loop.warmup_then_linear_decay(s, 2, 3))
+    heads = scoring.HeadAt(replay)
+    expected = {key: [] for key in ("train/loss", "train/accuracy", "train/tokens", "optim/lr", "optim/grad_norm")}
+    for step in range(3):
+        loss_sum, right, tokens = 0.0, 0, 0
+        for batch in batches[3 * step:3 * step + 3]:
+            packed = pack_pairs([encoded[i] for i in batch], tokenizer.pad_token_id)
+            logits_c, logits_r = scoring.pair_logits(heads, packed)
+            loss = reward_model_loss("bradley_terry", logits_c, logits_r, 0.0, 0.1)
+            (loss / 3).backward()
+            loss_sum += loss.item() * len(batch)
+            right += int((logits_c[:, 0] > logits_r[:, 0]).sum())
+            tokens += packed.n_tokens
+        expected["train/loss"].append(loss_sum / 6)
+        expected["train/accuracy"].append(right / 6)
+        expected["train/tokens"].append(tokens)
+        expected["optim/lr"].append(sched.get_last_lr()[0])
+        expected["optim/grad_norm"].append(float(torch.nn.utils.clip_grad_norm_(params, 0.5)))
+        opt.step()
+        opt.zero_grad()
+        sched.step()
+
+    assert hist["step"] == [1, 2, 3]
+    for key, values in expected.items():
+        assert hist[key] == pytest.approx(values, rel=1e-12, abs=0), key
+    assert 0 < min(expected["train/accuracy"]) and max(expected["train/accuracy"]) < 1  # the counts can tell
+    assert all(0 < t for t in hist["time/step"]) and sum(hist["time/step"]) < elapsed
+    for (name, got), want in zip(((n, p) for n, p in model.named_parameters() if p.requires_grad), params):
+        torch.testing.assert_close(got, want, rtol=0, atol=0, msg=name)
 
 
 def test_the_rm_loop_logs_one_row_per_step_with_every_key(tiny_rm, tokenizer):
