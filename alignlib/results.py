@@ -68,20 +68,26 @@ def hardware() -> str:
             f"torch {torch.__version__}")
 
 
+CODE = ("alignlib", "benchmarks")  # the code that computes the numbers (notebooks record their settings)
+
+
 def code_version() -> str:
-    """The git commit of this checkout ("+dirty" when alignlib/ or benchmarks/ has uncommitted
-    changes), or "unknown" outside a git checkout: tells which code a record came from."""
+    """The last git commit that changed the code (`CODE`), "+dirty" when it has uncommitted
+    changes, or "unknown" outside a git checkout: tells which code a record came from.
+
+    Commits that touch only notebooks, the report or the results leave it unchanged, so records
+    written over several sessions by the same code carry the same version."""
     def git(*args):
         return subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True, timeout=10)
 
     try:
-        head = git("rev-parse", "--short=12", "HEAD")
-        if head.returncode != 0:
+        last = git("log", "-1", "--format=%H", "--", *CODE)
+        if last.returncode != 0 or not last.stdout.strip():
             return "unknown"
-        dirty = git("status", "--porcelain", "--", "alignlib", "benchmarks").stdout.strip()
+        dirty = git("status", "--porcelain", "--", *CODE).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
-    return head.stdout.strip() + ("+dirty" if dirty else "")
+    return last.stdout.strip()[:12] + ("+dirty" if dirty else "")
 
 
 def _clean(x):
@@ -126,7 +132,8 @@ def write_record(name: str, profile: str, *, model_source: str, data_source: str
         "metrics": metrics,
         **extra,
     }
-    path = results_dir(profile) / f"{name}.json"
+    path = results_dir(profile) / f"{name}.json"  # `name` may hold a folder: "rm_dev/all_linear"
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(_clean(record), indent=1, ensure_ascii=False) + "\n")
     os.replace(tmp, path)

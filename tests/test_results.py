@@ -40,3 +40,24 @@ def test_record_with_a_non_finite_number_is_refused(records_in):
 def test_code_version_outside_a_git_checkout_is_unknown(tmp_path, monkeypatch):
     monkeypatch.setattr(results, "ROOT", tmp_path)
     assert results.code_version() == "unknown"
+
+
+def test_code_version_is_the_last_commit_that_changed_the_code(tmp_path, monkeypatch):
+    """A commit of notebooks or results leaves the version alone; an uncommitted code change marks it dirty."""
+    import subprocess
+
+    def git(*args):
+        return subprocess.run(["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t", *args],
+                              check=True, capture_output=True, text=True).stdout.strip()
+
+    git("init", "-q")
+    (tmp_path / "alignlib").mkdir()
+    (tmp_path / "alignlib" / "loop.py").write_text("x = 1\n")
+    git("add", "."), git("commit", "-qm", "code")
+    code_commit = git("rev-parse", "HEAD")
+    (tmp_path / "notes.md").write_text("results\n")
+    git("add", "."), git("commit", "-qm", "results only")
+    monkeypatch.setattr(results, "ROOT", tmp_path)
+    assert results.code_version() == code_commit[:12] != git("rev-parse", "HEAD")[:12]
+    (tmp_path / "alignlib" / "loop.py").write_text("x = 2\n")
+    assert results.code_version() == code_commit[:12] + "+dirty"
