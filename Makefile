@@ -10,7 +10,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.alignlib-setup
 NOTEBOOKS := $(sort $(wildcard notebooks/0*.ipynb))
 
-.PHONY: setup test report bench mutants colab-links lab
+.PHONY: setup test report bench mutants rm-ablation colab-links lab
 
 setup: $(STAMP)
 
@@ -55,6 +55,11 @@ mutants: setup
 	rm -rf mutants
 	HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 $(VENV)/bin/mutmut run --max-children $$(nproc)
 	$(PY) report/mutation_score.py
+
+# make rm-ablation   the scalar RM's settings tried on the development pairs -> results/<profile>/rm_dev/*.json
+#                    (profile cpu; resumable, one record per variant: about 20-40 min each on 2 CPU cores)
+rm-ablation: setup
+	ALIGNLIB_PROFILE=$${ALIGNLIB_PROFILE:-cpu} $(PY) -m alignlib.studies rm-ablation
 
 # make colab-links   point the Colab badges and clone cells at [project.urls] Repository of pyproject.toml
 colab-links:

@@ -34,6 +34,9 @@ class DataConfig:
     split_seed: int = 0
     max_train_pairs: int | None = None  # None: every training pair
     max_validation_pairs: int | None = None  # None: every validation pair
+    # pairs carved from the training split (whole prompts) to tune on, never trained on by the
+    # notebooks' runs and never the validation pairs: PreferenceData.development (0: none)
+    n_development: int = 0
 
 
 @dataclass(frozen=True)
@@ -109,7 +112,7 @@ FULL = Profile(
 # precision: "auto" takes bf16 only on a CPU that multiplies bf16 faster than float32.
 CPU = Profile(
     name="cpu",
-    data=DataConfig(max_length=384, max_train_pairs=1800),
+    data=DataConfig(max_length=384, max_train_pairs=1800, n_development=400),
     rm_scalar=RewardModelConfig(lr=2e-4, warmup_steps=10, amp="auto"),
     rm_prob=RewardModelConfig(
         num_labels=10, loss="expected_score", lr=2e-4, warmup_steps=10, amp="auto"
@@ -121,7 +124,7 @@ CPU = Profile(
 
 SMOKE = Profile(
     name="smoke",
-    data=DataConfig(max_length=64, max_train_pairs=16, max_validation_pairs=8),
+    data=DataConfig(max_length=64, max_train_pairs=16, max_validation_pairs=8, n_development=4),
     rm_scalar=RewardModelConfig(lr=1e-4, batch_size=4, max_steps=1, eval_batch_size=8, amp="auto"),
     rm_prob=RewardModelConfig(
         num_labels=10, loss="expected_score", lr=1e-4, batch_size=4, max_steps=1, eval_batch_size=8, amp="auto"

@@ -56,6 +56,7 @@ class PreferenceData:
     source: str  # "hub:juyoungml/HelpSteer2-binarized" or "offline:hh-rlhf-helpful-test"
     n_dropped: int = 0
     drop_reasons: dict[str, int] = field(default_factory=dict)
+    development: list[PreferencePair] = field(default_factory=list)  # carved from train, to tune on
 
 
 class MalformedRow(ValueError):
@@ -269,6 +270,8 @@ def load_preference_data(cfg, source: str = "auto") -> PreferenceData:
         data = PreferenceData(
             train, val, "offline:hh-rlhf-helpful-test", sum(dropped.values()), dict(dropped)
         )
+    if cfg.n_development:  # before the cap: the training pairs a profile keeps exclude the development prompts
+        data.train, data.development = split_by_prompt(data.train, cfg.n_development, cfg.split_seed + 2)
     if cfg.max_train_pairs is not None:
         data.train = data.train[: cfg.max_train_pairs]
     if cfg.max_validation_pairs is not None:

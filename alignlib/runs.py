@@ -123,9 +123,10 @@ def save_and_check(model, name: str, profile, cfg, tokenizer, pairs, accuracy: f
 
 
 def reward_model_run(name: str, profile, cfg, tokenizer, prefs, publish: bool = False,
-                     evaluate_before: bool = False) -> tuple[dict, object, dict]:
+                     evaluate_before: bool = False, extra_config: dict | None = None) -> tuple[dict, object, dict]:
     """Train a reward model per `cfg` (seeded once, here), evaluate it on the validation pairs, save
-    it, reload the saved adapter and check it gives the same accuracy, and write its record.
+    it, reload the saved adapter and check it gives the same accuracy, and write its record, with
+    the margin r(chosen) - r(rejected) of every validation pair (for paired comparisons of RMs).
 
     With `evaluate_before`, the untrained model is scored first (the record's "before_training").
     Returns (record, trained model, validation rewards as returned by `scoring.pair_rewards`);
@@ -155,9 +156,10 @@ def reward_model_run(name: str, profile, cfg, tokenizer, prefs, publish: bool = 
     scorer = scoring.RewardScorer(model, tokenizer, max_length, cfg.eval_batch_size, cfg.amp)
     results.write_record(
         name, profile.name, model_source=models.source_of(model), data_source=prefs.source, seed=cfg.seed,
-        wall_time_s=clock.elapsed, config={"data": asdict(profile.data), "rm": asdict(cfg)}, metrics=metrics,
-        amp=cfg.amp, curve=history, adapter=str(adapter.relative_to(results.ROOT)), before_training=before,
-        sanity_checks=sanity_checks(scorer, prefs.train[0]))
+        wall_time_s=clock.elapsed, config={"data": asdict(profile.data), "rm": asdict(cfg), **(extra_config or {})},
+        metrics=metrics, amp=cfg.amp, curve=history, adapter=str(adapter.relative_to(results.ROOT)),
+        before_training=before, sanity_checks=sanity_checks(scorer, prefs.train[0]),
+        margins=val["chosen"] - val["rejected"])
     return results.read_record(name, profile.name), model, val
 
 

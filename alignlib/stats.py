@@ -98,6 +98,23 @@ def repetition_rate(token_lists, n: int = 4) -> float:
     return float(np.mean(rates)) if rates else 0.0
 
 
+def paired_accuracy_difference(margins_a, margins_b, seed: int = 0) -> dict:
+    """Accuracy of reward model A minus that of B on the same pairs, with a paired 95% interval.
+
+    Args:
+        margins_a, margins_b: (n,) reward margins r(chosen) - r(rejected) of each model on pair i.
+    Returns:
+        accuracy_a, accuracy_b, accuracy_diff and accuracy_diff_ci95 (bootstrap over the pairs,
+        resampled jointly for both models, so that the pairs both get right or both get wrong cancel).
+    """
+    a, b = np.asarray(margins_a, float), np.asarray(margins_b, float)
+    if a.shape != b.shape or a.ndim != 1:
+        raise ValueError(f"paired margins need two (n,) arrays over the same pairs, got {a.shape} and {b.shape}")
+    diff = (a > 0).astype(float) - (b > 0).astype(float)
+    return {"accuracy_a": float((a > 0).mean()), "accuracy_b": float((b > 0).mean()),
+            "accuracy_diff": float(diff.mean()), "accuracy_diff_ci95": bootstrap_ci(diff, seed=seed)}
+
+
 def paired_reward_comparison(rewards_sft, rewards_rl, seed: int = 0) -> dict:
     """Mean rewards, the paired difference and the win-rate of RL over SFT, each with a 95% interval.
 

@@ -79,9 +79,10 @@ def table(profile: str) -> str:
         data = load(profile, "data")
         if data:
             d = data["metrics"]
-            lines += ["", f"Data: {d['n_train'] + d['n_validation'] + d['n_dropped']} pairs read, {d['n_dropped']} "
-                      f"malformed ones dropped and counted (reasons in `data.json`), {d['n_train']} for training and "
-                      f"{d['n_validation']} for validation."]
+            dev = d.get("n_development", 0)  # records before the development split lack it
+            lines += ["", f"Data: {d['n_train'] + dev + d['n_validation'] + d['n_dropped']} pairs read, {d['n_dropped']} "
+                      f"malformed ones dropped and counted (reasons in `data.json`), {d['n_train']} for training, "
+                      + (f"{dev} for development (tuning) and " if dev else "") + f"{d['n_validation']} for validation."]
         versions: dict[str, list[str]] = {}
         for name, r in rms + runs:
             versions.setdefault(r.get("code_version", "not recorded (made before records carried it)"), []).append(name)

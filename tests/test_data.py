@@ -110,6 +110,21 @@ def test_offline_data_has_373_validation_pairs():
     assert d.n_dropped == sum(d.drop_reasons.values()) > 0
 
 
+def test_the_development_pairs_are_carved_from_train_before_the_cap():
+    """cpu: 400 development pairs whose prompts appear in neither the training pairs nor validation."""
+    from alignlib import config
+
+    cfg = config.get_profile("cpu").data
+    d = data.load_preference_data(cfg, source="offline")
+    assert len(d.development) == 400 and len(d.train) == cfg.max_train_pairs and len(d.validation) == 373
+    dev = {p.prompt_key for p in d.development}
+    assert not dev & {p.prompt_key for p in d.train} and not dev & {p.prompt_key for p in d.validation}
+    uncut = data.load_preference_data(config.with_overrides(cfg, max_train_pairs=None), source="offline")
+    assert uncut.development == d.development and uncut.train[:cfg.max_train_pairs] == d.train
+    assert len(uncut.train) + 400 + 373 + uncut.n_dropped == 6240
+    assert data.load_preference_data(config.get_profile("full").data, source="offline").development == []
+
+
 def test_chat_formatting(tokenizer):
     messages = [{"role": "user", "content": "Why is the sky blue?"}]
     prompt = data.policy_prompt_text(tokenizer, messages)

@@ -70,6 +70,20 @@ def test_paired_reward_comparison_by_hand():
         stats.paired_reward_comparison([1.0, 2.0], [1.0])
 
 
+def test_paired_accuracy_difference_by_hand():
+    # A right on pairs 0, 1, 2; B right on 0 and 3; a zero margin is not right
+    out = stats.paired_accuracy_difference([1.0, 0.5, 2.0, -1.0, 0.0], [3.0, -1.0, -0.5, 0.2, 0.0])
+    assert (out["accuracy_a"], out["accuracy_b"]) == (pytest.approx(0.6), pytest.approx(0.4))
+    assert out["accuracy_diff"] == pytest.approx(0.2)
+    lo, hi = out["accuracy_diff_ci95"]
+    assert -1 <= lo < 0.2 < hi <= 1
+    # the same model twice: no difference, and an interval of zero width (agreements cancel)
+    same = stats.paired_accuracy_difference([1.0, -1.0, 2.0], [1.0, -1.0, 2.0])
+    assert same["accuracy_diff"] == 0.0 and same["accuracy_diff_ci95"] == [0.0, 0.0]
+    with pytest.raises(ValueError, match="same pairs"):
+        stats.paired_accuracy_difference([1.0, 2.0], [1.0])
+
+
 def test_cross_judge_scores_every_run_with_every_judge():
     prompts = [[{"role": "user", "content": "a"}], [{"role": "user", "content": "b"}]]
     sft = ["xx", "yyyy"]
