@@ -10,7 +10,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.alignlib-setup
 NOTEBOOKS := $(sort $(wildcard notebooks/0*.ipynb))
 
-.PHONY: setup test report bench mutants rm-ablation colab-links lab
+.PHONY: setup test report bench mutants rm-ablation seeds colab-links lab
 
 setup: $(STAMP)
 
@@ -60,6 +60,12 @@ mutants: setup
 #                    (profile cpu; resumable, one record per variant: about 20-40 min each on 2 CPU cores)
 rm-ablation: setup
 	ALIGNLIB_PROFILE=$${ALIGNLIB_PROFILE:-cpu} $(PY) -m alignlib.studies rm-ablation
+
+# make seeds   the notebooks' REINFORCE runs again with training seeds 1 and 2 (after make report), at
+#              $ALIGNLIB_PROFILE (default: full with CUDA, else cpu) -> results/<profile>/seeds/*.json and
+#              the across-seed statistics in results/<profile>/seeds.json; resumable, one record per run
+seeds: setup
+	$(PY) -m alignlib.studies seeds
 
 # make colab-links   point the Colab badges and clone cells at [project.urls] Repository of pyproject.toml
 colab-links:

@@ -236,9 +236,11 @@ def record_reinforce_run(name: str, profile, cfg, setup: ReinforceSetup, policy,
     if profile.name != "smoke":  # the fine-tuned policy, for later use (git-ignored, ~0.5 GB)
         policy.save_pretrained(results.checkpoints_dir(profile.name) / f"policy_{name}")
     samples = [{"prompt": p[-1]["content"], "messages": p, "sft": s, "rl": r, "reward_sft": float(a),
-                "reward_rl": float(b)}
-               for p, s, r, a, b in zip(setup.eval_prompts, setup.sft["texts"], gen["texts"], setup.sft["rewards"],
-                                        gen["rewards"])]
+                "reward_rl": float(b), "length_sft": len(ts), "length_rl": len(tr), "ended_sft": bool(es),
+                "ended_rl": bool(er)}  # per prompt: gains split by length and by ended vs cut off at the cap
+               for p, s, r, a, b, ts, tr, es, er in zip(setup.eval_prompts, setup.sft["texts"], gen["texts"],
+                                                        setup.sft["rewards"], gen["rewards"], setup.sft["tokens"],
+                                                        gen["tokens"], setup.sft["ended"], gen["ended"])]
     results.write_record(
         name, profile.name, model_source=models.source_of(policy), data_source=setup.data_source, seed=cfg.seed,
         wall_time_s=sum(history["time/step"]) + clock.elapsed, amp=cfg.amp, metrics=metrics, curve=history,

@@ -98,6 +98,28 @@ def repetition_rate(token_lists, n: int = 4) -> float:
     return float(np.mean(rates)) if rates else 0.0
 
 
+# two-sided 95% quantiles of Student's t with 1..10 degrees of freedom (t_{0.975, df})
+T_975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228)
+
+
+def across_seeds(values) -> dict:
+    """Mean, sample standard deviation and 95% t-interval of one metric over n training seeds.
+
+    Args:
+        values: (n,) one number per seed (e.g. each run's paired reward gain), 2 <= n <= 11.
+    Returns:
+        n, mean, sd (ddof 1), ci95 = mean -/+ t_{0.975, n-1} sd / sqrt(n) (the spread of training
+        randomness; each run's bootstrap interval covers only the sampling of its prompts), min, max.
+    """
+    x = np.asarray(values, dtype=np.float64)
+    if x.ndim != 1 or not 2 <= x.size <= len(T_975) + 1:
+        raise ValueError(f"across_seeds needs 2 to {len(T_975) + 1} values (one per seed), got {x.size}")
+    sd = float(x.std(ddof=1))
+    half = T_975[x.size - 2] * sd / np.sqrt(x.size)
+    return {"n": int(x.size), "mean": float(x.mean()), "sd": sd, "ci95": [float(x.mean() - half), float(x.mean() + half)],
+            "min": float(x.min()), "max": float(x.max())}
+
+
 def paired_accuracy_difference(margins_a, margins_b, seed: int = 0) -> dict:
     """Accuracy of reward model A minus that of B on the same pairs, with a paired 95% interval.
 

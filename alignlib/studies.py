@@ -2,6 +2,7 @@
 
     python -m alignlib.studies rm-ablation                      # make rm-ablation
     python -m alignlib.studies rm-ablation --variants all_linear
+    python -m alignlib.studies seeds                            # make seeds (after the notebooks' runs)
 
 Each run writes its own record (results/<profile>/<study>/<variant>.json) as soon as it ends, and
 continues from its checkpoint when interrupted; a run whose record exists with the same settings
@@ -105,14 +106,110 @@ def rm_ablation_table(profile_name: str):
     return pd.DataFrame(rows)
 
 
+# ------------------------------------------------------------------------------------ seeds
+
+# The notebooks' REINFORCE runs, repeated with other training seeds. Seed 0 is the notebook's own run:
+# each repeat takes its settings (config, reward model, reward mode) from that run's record, so the
+# notebooks stay the one place that defines them.
+SEEDED_RUNS = ("reinforce_ema", "reinforce_rloo", "reinforce_ema_kl", "reinforce_prob_expected", "reinforce_prob_sampled")
+SEEDS = (0, 1, 2)
+SEEDS_DIR = "seeds"
+SEED_METRICS = ("reward_delta_mean", "reward_delta_sd_units", "win_rate", "kl_to_sft", "length_rl", "ended_frac_rl",
+                "distinct2_rl", "advantage_sq_mean", "advantage_var")
+
+
+def seed_runs(profile_name: str, names=SEEDED_RUNS, seeds=SEEDS) -> list[tuple[str, config.ReinforceConfig, dict]]:
+    """(record name, config, extra config) of each repeat (seed != 0), from the seed-0 records."""
+    out = []
+    for base in names:
+        record = results.read_record(base, profile_name)  # names the notebook to run when missing
+        cfg = config.ReinforceConfig(**record["config"]["reinforce"])
+        extra = {"reward_model": record["config"]["reward_model"], "reward_mode": record["config"].get("reward_mode", "expected"),
+                 "seed_of": base}
+        out += [(f"{SEEDS_DIR}/{base}_seed{seed}", config.with_overrides(cfg, seed=seed), extra) for seed in seeds if seed]
+    return out
+
+
+def recorded_adapter(profile_name: str, recorded: str):
+    """The reward model a run record names: its local checkpoint if this machine has it, else the copy
+    notebook 02/04 published from the same model (results/<profile>/adapters/<name>)."""
+    from pathlib import Path
+
+    local, published = results.ROOT / recorded, results.ROOT / "results" / profile_name / "adapters" / Path(recorded).name
+    for adapter in (local, published):
+        if (adapter / "adapter_config.json").exists():
+            return adapter
+    raise FileNotFoundError(f"the reward model {recorded} is neither here nor published as {published}; "
+                            "run notebook 02 (scalar) or 04 (probabilistic) first")
+
+
+def reinforce_seeds(profile, names=SEEDED_RUNS, seeds=SEEDS) -> None:
+    """Train and judge each repeat not yet done, on the held-out prompts and with the reward model of its seed-0 run."""
+    from . import scoring
+
+    setups = {}
+    for name, cfg, extra in seed_runs(profile.name, names, seeds):
+        settings = {"reinforce": dataclasses.asdict(cfg), **extra}
+        if already_done(name, profile.name, settings):
+            print(f"[alignlib] {name}: done (results/{profile.name}/{name}.json)")
+            continue
+        adapter = recorded_adapter(profile.name, extra["reward_model"])
+        if adapter not in setups:  # one setup per reward model: prompts, judge and SFT replies as in notebooks 03/04
+            tokenizer = models.load_tokenizer()
+            labels = json.loads((adapter / "alignlib_rm.json").read_text())["num_labels"]
+            scorer = scoring.RewardScorer(models.load_reward_model(adapter, labels), tokenizer, profile.data.max_length,
+                                          profile.rm_scalar.eval_batch_size, cfg.amp)
+            prefs = data.load_preference_data(config.with_overrides(profile.data, max_train_pairs=None))
+            setups[adapter] = scorer, runs.reinforce_setup(profile, tokenizer, scorer.score, adapter, prefs)
+        scorer, setup = setups[adapter]
+        reward_fn = scorer.sample if extra["reward_mode"] == "sampled" else scorer.score
+        print(f"[alignlib] {name}: training")
+        runs.reinforce_run(name, profile, cfg, setup, reward_fn,
+                           extra_config={k: v for k, v in extra.items() if k != "reward_model"})
+
+
+def seeds_summary(profile_name: str, names=SEEDED_RUNS, seeds=SEEDS) -> dict:
+    """Across-seed statistics of each seeded configuration whose runs all exist (`stats.across_seeds`
+    of every metric in SEED_METRICS), the per-seed values, and the code that made each run; written
+    to results/<profile>/seeds.json. Configurations with a missing seed are listed under "incomplete"."""
+    out = {"seeds": list(seeds), "metrics": list(SEED_METRICS), "configs": {}, "incomplete": {}}
+    for base in names:
+        files = {s: results.ROOT / "results" / profile_name / (f"{SEEDS_DIR}/{base}_seed{s}.json" if s else f"{base}.json")
+                 for s in seeds}
+        missing = [s for s, f in files.items() if not f.exists()]
+        if missing:
+            out["incomplete"][base] = {"missing_seeds": missing}
+            continue
+        recs = {s: json.loads(f.read_text()) for s, f in files.items()}
+        per_seed = {m: [recs[s]["metrics"].get(m) for s in seeds] for m in SEED_METRICS}
+        out["configs"][base] = {
+            "per_seed": per_seed,
+            "across_seeds": {m: stats.across_seeds(v) for m, v in per_seed.items() if None not in v},
+            "within_run_ci95": {s: recs[s]["metrics"]["reward_delta_ci95"] for s in seeds},
+            "code_versions": sorted({str(r.get("code_version")) for r in recs.values()}),
+        }
+    return out
+
+
+def write_seeds_summary(profile_name: str) -> None:
+    path = results.results_dir(profile_name) / "seeds.json"
+    path.write_text(json.dumps(seeds_summary(profile_name), indent=1) + "\n")
+    print("wrote", path.relative_to(results.ROOT))
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m alignlib.studies", description=__doc__.split("\n\n")[0])
-    parser.add_argument("study", choices=("rm-ablation",))
-    parser.add_argument("--variants", nargs="+", help=f"default: all ({', '.join(RM_ABLATION)})")
+    parser.add_argument("study", choices=("rm-ablation", "seeds"))
+    parser.add_argument("--variants", nargs="+", help=f"rm-ablation: default all ({', '.join(RM_ABLATION)})")
+    parser.add_argument("--runs", nargs="+", choices=SEEDED_RUNS, default=SEEDED_RUNS, help="seeds: default all")
     args = parser.parse_args(argv)
     profile = config.get_profile()
-    rm_ablation(profile, args.variants)
-    print(rm_ablation_table(profile.name).to_string(index=False))
+    if args.study == "rm-ablation":
+        rm_ablation(profile, args.variants)
+        print(rm_ablation_table(profile.name).to_string(index=False))
+    else:
+        reinforce_seeds(profile, args.runs)
+        write_seeds_summary(profile.name)
 
 
 if __name__ == "__main__":

@@ -70,6 +70,17 @@ def test_paired_reward_comparison_by_hand():
         stats.paired_reward_comparison([1.0, 2.0], [1.0])
 
 
+def test_across_seeds_by_hand():
+    out = stats.across_seeds([0.2, 0.4, 0.3])
+    # mean 0.3, sd sqrt(((-0.1)^2 + 0.1^2 + 0) / 2) = 0.1, half-width 4.303 * 0.1 / sqrt(3)
+    assert out["mean"] == pytest.approx(0.3) and out["sd"] == pytest.approx(0.1)
+    assert out["ci95"] == pytest.approx([0.3 - 0.248434, 0.3 + 0.248434], abs=1e-6)
+    assert (out["n"], out["min"], out["max"]) == (3, 0.2, 0.4)
+    assert stats.across_seeds([1.0, 1.0])["ci95"] == [1.0, 1.0]
+    with pytest.raises(ValueError, match="one per seed"):
+        stats.across_seeds([0.5])
+
+
 def test_paired_accuracy_difference_by_hand():
     # A right on pairs 0, 1, 2; B right on 0 and 3; a zero margin is not right
     out = stats.paired_accuracy_difference([1.0, 0.5, 2.0, -1.0, 0.0], [3.0, -1.0, -0.5, 0.2, 0.0])

@@ -59,3 +59,63 @@ def test_the_ablation_table_pairs_each_variant_with_the_baseline(tmp_path, monke
     assert table.loc["baseline", "vs baseline"] == 0.0
     assert table.loc["all_linear", "vs baseline"] == pytest.approx(0.25)  # right on 3 of 4 against 2 of 4
     assert table.loc["all_linear", "LoRA on"].startswith("q_proj, k_proj") and table.loc["baseline", "train min"] == 10
+
+
+# ------------------------------------------------------------------------------------------ seeds
+
+def base_record(root, name, cfg, reward_model="results/cpu/adapters/rm_scalar", mode=None, metrics=None, folder=""):
+    record = {k: None for k in results.REQUIRED} | {"code_version": "abc"}
+    record["config"] = {"reinforce": config.dataclasses.asdict(cfg), "reward_model": reward_model,
+                        **({"reward_mode": mode} if mode else {})}
+    record["metrics"] = metrics or {}
+    path = root / "results" / "cpu" / folder / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record))
+
+
+def test_each_repeat_takes_its_settings_from_the_notebooks_record_and_changes_only_the_seed(tmp_path, monkeypatch):
+    cpu = config.get_profile("cpu").reinforce
+    rloo = config.with_overrides(cpu, baseline="rloo", samples_per_prompt=2, prompts_per_iter=4)
+    base_record(tmp_path, "reinforce_rloo", rloo)
+    base_record(tmp_path, "reinforce_prob_sampled", cpu, "results/cpu/adapters/rm_prob", "sampled")
+    monkeypatch.setattr(results, "ROOT", tmp_path)
+    plan = studies.seed_runs("cpu", ["reinforce_rloo", "reinforce_prob_sampled"])
+    assert [name for name, _, _ in plan] == ["seeds/reinforce_rloo_seed1", "seeds/reinforce_rloo_seed2",
+                                             "seeds/reinforce_prob_sampled_seed1", "seeds/reinforce_prob_sampled_seed2"]
+    assert plan[1][1] == config.with_overrides(rloo, seed=2)
+    assert plan[0][2] == {"reward_model": "results/cpu/adapters/rm_scalar", "reward_mode": "expected",
+                          "seed_of": "reinforce_rloo"}
+    assert plan[2][2]["reward_mode"] == "sampled" and plan[2][2]["reward_model"].endswith("rm_prob")
+    with pytest.raises(FileNotFoundError, match="run the notebook"):
+        studies.seed_runs("cpu", ["reinforce_ema"])
+
+
+def test_repeats_already_recorded_with_the_same_settings_are_not_trained_again(tmp_path, monkeypatch):
+    cpu = config.get_profile("cpu")
+    base_record(tmp_path, "reinforce_ema", cpu.reinforce)
+    monkeypatch.setattr(results, "ROOT", tmp_path)
+    for name, cfg, extra in studies.seed_runs("cpu", ["reinforce_ema"]):
+        path = tmp_path / "results" / "cpu" / f"{name}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"config": {"reinforce": config.dataclasses.asdict(cfg), **extra}}))
+    monkeypatch.setattr(runs, "reinforce_run", lambda *a, **k: pytest.fail("trained a repeat that was done"))
+    monkeypatch.setattr(studies, "recorded_adapter", lambda *a: pytest.fail("loaded a reward model for nothing"))
+    studies.reinforce_seeds(cpu, ["reinforce_ema"])
+
+
+def test_the_seeds_summary_gives_across_seed_intervals_and_lists_what_is_missing(tmp_path, monkeypatch):
+    cpu = config.get_profile("cpu").reinforce
+    gains = [0.2, 0.4, 0.3]
+    for seed, gain in enumerate(gains):
+        metrics = {m: 1.0 for m in studies.SEED_METRICS} | {"reward_delta_mean": gain, "reward_delta_ci95": [0, 1]}
+        name, folder = ("reinforce_ema", "") if seed == 0 else (f"reinforce_ema_seed{seed}", "seeds")
+        base_record(tmp_path, name, config.with_overrides(cpu, seed=seed), metrics=metrics, folder=folder)
+    base_record(tmp_path, "reinforce_rloo", cpu, metrics={})
+    monkeypatch.setattr(results, "ROOT", tmp_path)
+    out = studies.seeds_summary("cpu", ["reinforce_ema", "reinforce_rloo"])
+    ema = out["configs"]["reinforce_ema"]
+    assert ema["per_seed"]["reward_delta_mean"] == gains
+    assert ema["across_seeds"]["reward_delta_mean"]["mean"] == pytest.approx(0.3)
+    assert ema["across_seeds"]["reward_delta_mean"]["ci95"] == pytest.approx([0.0516, 0.5484], abs=1e-4)
+    assert ema["code_versions"] == ["abc"]
+    assert out["incomplete"] == {"reinforce_rloo": {"missing_seeds": [1, 2]}}
