@@ -11,7 +11,7 @@ import torch
 
 from . import precision, rollout
 from .logprobs import masked_sum, token_logprobs
-from .stats import distinct_n, paired_reward_comparison, repetition_rate
+from .stats import distinct_n, gain_by_ending, length_controlled_gain, paired_reward_comparison, repetition_rate
 
 
 def generate_for_eval(policy, tokenizer, prompts, cfg, seed: int = 1234) -> dict:
@@ -60,12 +60,16 @@ def compare_policies(rewards_sft, rewards_rl, gen_sft: dict, gen_rl: dict, seed:
     Returns:
         mean rewards, the paired difference with a bootstrap 95% interval, the win-rate of RL
         over SFT (ties count half) with its interval, reply length, distinct-2, repetition rate
-        and the share of replies that closed their turn.
+        and the share of replies that closed their turn; the gain at equal length and the share
+        of it that length explains (`stats.length_controlled_gain`), and the gain split by
+        whether the replies ended or were cut at the cap ("gain_by_ending", `stats.gain_by_ending`).
     """
+    len_sft, len_rl = [len(t) for t in gen_sft["tokens"]], [len(t) for t in gen_rl["tokens"]]
     return {
         **paired_reward_comparison(rewards_sft, rewards_rl, seed),
-        "length_sft": float(np.mean([len(t) for t in gen_sft["tokens"]])),
-        "length_rl": float(np.mean([len(t) for t in gen_rl["tokens"]])),
+        **length_controlled_gain(rewards_sft, rewards_rl, len_sft, len_rl, seed=seed),
+        "gain_by_ending": gain_by_ending(rewards_sft, rewards_rl, gen_sft["ended"], gen_rl["ended"]),
+        "length_sft": float(np.mean(len_sft)), "length_rl": float(np.mean(len_rl)),
         "distinct2_sft": distinct_n(gen_sft["tokens"], 2), "distinct2_rl": distinct_n(gen_rl["tokens"], 2),
         "repetition_sft": repetition_rate(gen_sft["tokens"]), "repetition_rl": repetition_rate(gen_rl["tokens"]),
         "ended_frac_sft": float(np.mean(gen_sft["ended"])), "ended_frac_rl": float(np.mean(gen_rl["ended"])),

@@ -163,6 +163,59 @@ def paired_reward_comparison(rewards_sft, rewards_rl, seed: int = 0) -> dict:
     }
 
 
+def length_controlled_gain(rewards_sft, rewards_rl, length_sft, length_rl, n_boot: int = 2000, seed: int = 0) -> dict:
+    """How much of a policy's paired reward gain comes with longer replies: the least-squares fit
+    gain_i = a + b * (length_rl_i - length_sft_i) over the prompts.
+
+    Args:
+        rewards_sft, rewards_rl: (n,) rewards of each policy's reply to prompt i.
+        length_sft, length_rl: (n,) the replies' lengths in tokens.
+    Returns:
+        reward_per_token b, reward_delta_same_length a (the gain of a reply as long as SFT's) with a
+        bootstrap 95% interval over the prompts, and length_share_of_gain = b * mean(length change) /
+        mean(gain) (None when the mean gain is 0; None for b and a when no reply changed length).
+    """
+    gain = np.asarray(rewards_rl, float) - np.asarray(rewards_sft, float)
+    dlen = np.asarray(length_rl, float) - np.asarray(length_sft, float)
+    if not gain.shape == dlen.shape == (gain.size,):
+        raise ValueError(f"length_controlled_gain needs four (n,) arrays over the same prompts, got {gain.shape}, {dlen.shape}")
+
+    def fit(g, d):
+        if np.ptp(d) == 0:
+            return None, None
+        slope = float(np.cov(d, g, bias=True)[0, 1] / np.var(d))
+        return slope, float(g.mean() - slope * d.mean())
+
+    slope, intercept = fit(gain, dlen)
+    out = {"reward_per_token": slope, "reward_delta_same_length": intercept, "reward_delta_same_length_ci95": None,
+           "length_share_of_gain": None}
+    if slope is None:
+        return out
+    rng = np.random.default_rng(seed)
+    boots = [fit(gain[i], dlen[i])[1] for i in rng.integers(0, gain.size, size=(n_boot, gain.size))]
+    boots = [b for b in boots if b is not None]
+    out["reward_delta_same_length_ci95"] = [float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))]
+    if gain.mean() != 0:
+        out["length_share_of_gain"] = float(slope * dlen.mean() / gain.mean())
+    return out
+
+
+def gain_by_ending(rewards_sft, rewards_rl, ended_sft, ended_rl) -> dict:
+    """The paired gain split by whether each policy's reply closed its turn or was cut at the token cap.
+
+    Args:
+        rewards_sft, rewards_rl: (n,) rewards; ended_sft, ended_rl: (n,) bools.
+    Returns:
+        for each group "both_ended", "rl_only_ended", "sft_only_ended", "neither_ended":
+        {"n": prompts, "reward_delta_mean": mean gain (None when empty)}.
+    """
+    gain = np.asarray(rewards_rl, float) - np.asarray(rewards_sft, float)
+    es, er = np.asarray(ended_sft, bool), np.asarray(ended_rl, bool)
+    groups = {"both_ended": es & er, "rl_only_ended": ~es & er, "sft_only_ended": es & ~er, "neither_ended": ~es & ~er}
+    return {name: {"n": int(m.sum()), "reward_delta_mean": float(gain[m].mean()) if m.any() else None}
+            for name, m in groups.items()}
+
+
 def distribution_report(logits_chosen, logits_rejected) -> dict:
     """How a distributional reward model uses its scores 1..n on a set of pairs.
 

@@ -115,7 +115,8 @@ SEEDED_RUNS = ("reinforce_ema", "reinforce_rloo", "reinforce_ema_kl", "reinforce
 SEEDS = (0, 1, 2)
 SEEDS_DIR = "seeds"
 SEED_METRICS = ("reward_delta_mean", "reward_delta_sd_units", "win_rate", "kl_to_sft", "length_rl", "ended_frac_rl",
-                "distinct2_rl", "advantage_sq_mean", "advantage_var")
+                "reward_delta_same_length", "length_share_of_gain", "distinct2_rl", "advantage_sq_mean", "advantage_mean",
+                "advantage_var")
 
 
 def seed_runs(profile_name: str, names=SEEDED_RUNS, seeds=SEEDS) -> list[tuple[str, config.ReinforceConfig, dict]]:

@@ -42,6 +42,10 @@ def test_compare_policies_by_hand():
     assert out["reward_delta_mean"] == pytest.approx(0.5)
     assert out["win_rate"] == pytest.approx((1 + 0.5) / 2)  # one win, one tie
     assert out["length_rl"] == 2.5 and out["ended_frac_sft"] == 0.5 and out["n_eval_prompts"] == 2
+    assert out["gain_by_ending"]["both_ended"] == {"n": 1, "reward_delta_mean": 1.0}
+    assert out["reward_per_token"] is None  # the same lengths: nothing to fit
+    longer = {"tokens": [[1, 2, 3, 4], [4, 5]], "ended": [True, False]}  # the first reply 1 token longer, +1 reward
+    assert evaluate.compare_policies([0.0, 1.0], [1.0, 1.0], gen, longer)["reward_per_token"] == pytest.approx(1.0)
 
 
 def test_distribution_report_by_hand():
@@ -68,6 +72,28 @@ def test_paired_reward_comparison_by_hand():
     assert stats.paired_reward_comparison([1.0, 1.0], [1.0, 2.0])["reward_delta_sd_units"] is None
     with pytest.raises(ValueError, match="paired rewards"):
         stats.paired_reward_comparison([1.0, 2.0], [1.0])
+
+
+def test_length_controlled_gain_by_hand():
+    # gains exactly 0.5 + 0.1 * (length change): the fit recovers both, and length explains the rest
+    dlen = np.array([0.0, 10.0, -5.0, 20.0])
+    gain = 0.5 + 0.1 * dlen
+    out = stats.length_controlled_gain(np.zeros(4), gain, np.full(4, 50.0), 50.0 + dlen)
+    assert out["reward_per_token"] == pytest.approx(0.1) and out["reward_delta_same_length"] == pytest.approx(0.5)
+    assert out["reward_delta_same_length_ci95"] == pytest.approx([0.5, 0.5])
+    assert out["length_share_of_gain"] == pytest.approx(0.1 * 6.25 / (0.5 + 0.625))
+    same = stats.length_controlled_gain([0.0, 0.0], [1.0, 2.0], [5, 7], [5, 7])  # no length change: no fit
+    assert same["reward_per_token"] is None and same["reward_delta_same_length_ci95"] is None
+
+
+def test_gain_by_ending_by_hand():
+    out = stats.gain_by_ending([0, 0, 0, 0, 0], [1.0, 2.0, -1.0, 3.0, 0.5],
+                               [True, True, False, False, True], [True, True, True, False, False])
+    assert out["both_ended"] == {"n": 2, "reward_delta_mean": 1.5}
+    assert out["rl_only_ended"] == {"n": 1, "reward_delta_mean": -1.0}
+    assert out["neither_ended"] == {"n": 1, "reward_delta_mean": 3.0}
+    assert out["sft_only_ended"] == {"n": 1, "reward_delta_mean": 0.5}
+    assert stats.gain_by_ending([0.0], [1.0], [True], [True])["neither_ended"] == {"n": 0, "reward_delta_mean": None}
 
 
 def test_across_seeds_by_hand():
