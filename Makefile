@@ -10,7 +10,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.alignlib-setup
 NOTEBOOKS := $(sort $(wildcard notebooks/0*.ipynb))
 
-.PHONY: setup test report bench mutants rm-ablation seeds colab-links lab
+.PHONY: setup test report bench mutants rm-ablation seeds overoptimization colab-links lab
 
 setup: $(STAMP)
 
@@ -66,6 +66,12 @@ rm-ablation: setup
 #              the across-seed statistics in results/<profile>/seeds.json; resumable, one record per run
 seeds: setup
 	$(PY) -m alignlib.studies seeds
+
+# make overoptimization   a proxy RM and a held-out judge RM on disjoint halves of the training prompts, then
+#                         notebook 03's EMA runs (with and without the KL penalty) against the proxy, judged every
+#                         few iterations -> results/<profile>/overopt/*.json and overoptimization.json; resumable
+overoptimization: setup
+	$(PY) -m alignlib.studies overoptimization
 
 # make colab-links   point the Colab badges and clone cells at [project.urls] Repository of pyproject.toml
 colab-links:

@@ -91,10 +91,11 @@ def latest(directory) -> Path | None:
     return path if (path / "meta.json").exists() else None
 
 
-def load(directory, fingerprint: dict, model, optimizer) -> tuple[int, dict] | None:
+def load(directory, fingerprint: dict, model, optimizer, last_step: int | None = None) -> tuple[int, dict] | None:
     """Restore the newest checkpoint into `model` and `optimizer`; returns (step, extra) or None.
 
-    Raises CheckpointMismatch when the checkpoint was written by a run with another config.
+    Raises CheckpointMismatch when the checkpoint was written by a run with another config, or is
+    past `last_step` (the run it would continue ends earlier).
     """
     path = latest(directory)
     if path is None:
@@ -108,6 +109,9 @@ def load(directory, fingerprint: dict, model, optimizer) -> tuple[int, dict] | N
             f"{ {k: saved.get(k) for k in diff} } there, { {k: fingerprint.get(k) for k in diff} } now). "
             "Delete that directory to start over, or restore the settings to resume."
         )
+    if last_step is not None and meta["step"] > last_step:
+        raise CheckpointMismatch(f"the checkpoint in {directory} is at step {meta['step']}, past this run's last step "
+                                 f"{last_step}; delete that directory to start over, or ask for at least {meta['step']}")
     if meta.get("format", 1) != FORMAT:
         raise CheckpointMismatch(f"the checkpoint in {directory} was written by an older alignlib (format "
                                  f"{meta.get('format', 1)}, now {FORMAT}); delete that directory to start over")

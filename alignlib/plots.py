@@ -248,3 +248,28 @@ def cross_judge_winrates(cross: dict, labels: dict | None = None, path=None):
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     return _save(fig, path)
+
+
+@styled
+def overoptimization(summary: dict, path=None):
+    """Proxy and judge reward gain over SFT against sqrt(KL to SFT), one panel per policy (Gao et al. 2023's axes).
+
+    Args:
+        summary: `studies.write_overoptimization_summary` output; gains are in SFT-reward standard deviations,
+            so the two reward models share an axis.
+    """
+    policies = summary["policies"]
+    fig, axes = plt.subplots(1, len(policies), figsize=(5 * len(policies), 3.6), sharex=True, sharey=True, squeeze=False)
+    for ax, (name, run) in zip(axes[0], policies.items()):
+        pts = run["points"]
+        d = np.sqrt(np.maximum([p["kl_to_sft"] for p in pts], 0))
+        ax.plot(d, [p["proxy_gain_sd"] for p in pts], "o-", color="C0", label="proxy RM (optimised)")
+        ax.plot(d, [p["judge_gain_sd"] for p in pts], "s-", color="C3", label="judge RM (held out)")
+        for x, p in zip(d, pts):
+            ax.annotate(str(p["iteration"]), (x, p["proxy_gain_sd"]), fontsize=7, xytext=(2, 3), textcoords="offset points")
+        ax.axhline(0, color="k", lw=0.8)
+        ax.set(xlabel="sqrt(KL to SFT)  (nats$^{1/2}$ per reply)", title=f"{name} (KL penalty {run['kl_beta']})")
+    axes[0][0].set_ylabel("reward gain over SFT (SFT std units)")
+    axes[0][0].legend(fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path)

@@ -67,7 +67,8 @@ def train_reinforce(policy, tokenizer, reward_fn, prompts: list, cfg, ref_policy
         ref_policy: frozen SFT model; needed when cfg.kl_beta > 0, and used to log the KL
             every `cfg.kl_log_every` iterations otherwise (None: KL not measured).
         checkpoint_dir: where to save the state every `checkpoint_every` iterations and at the
-            end; a run that finds a checkpoint of the same settings there continues from it.
+            end; a run that finds a checkpoint of the same settings there continues from it, also
+            one that asks for more iterations than the checkpointed run did (it extends that run).
 
     Under `accelerate launch` with N processes, each process samples, scores and differentiates
     its N-th of every iteration's prompts, the advantages are computed over the rows gathered from
@@ -87,9 +88,10 @@ def train_reinforce(policy, tokenizer, reward_fn, prompts: list, cfg, ref_policy
     stream = prompt_stream(prompts, cfg.prompts_per_iter, cfg.seed)
     baseline, start = None, 0
     history = {key: [] for key in HISTORY_KEYS}
-    fingerprint = checkpoint.fingerprint(cfg, n_prompts=len(prompts), with_ref=ref_policy is not None)
+    # without `iterations`: the learning rate is constant, so a finished run can be extended by asking for more
+    fingerprint = checkpoint.fingerprint(cfg, n_prompts=len(prompts), with_ref=ref_policy is not None) | {"iterations": None}
     if checkpoint_dir is not None:
-        resumed = checkpoint.load(checkpoint_dir, fingerprint, policy, opt)
+        resumed = checkpoint.load(checkpoint_dir, fingerprint, policy, opt, last_step=cfg.iterations)
         if resumed is not None:
             start, extra = resumed
             baseline, history = extra["baseline"], extra["history"]

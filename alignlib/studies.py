@@ -3,6 +3,7 @@
     python -m alignlib.studies rm-ablation                      # make rm-ablation
     python -m alignlib.studies rm-ablation --variants all_linear
     python -m alignlib.studies seeds                            # make seeds (after the notebooks' runs)
+    python -m alignlib.studies overoptimization                 # make overoptimization (after notebook 03)
 
 Each run writes its own record (results/<profile>/<study>/<variant>.json) as soon as it ends, and
 continues from its checkpoint when interrupted; a run whose record exists with the same settings
@@ -20,8 +21,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import tempfile
+from pathlib import Path
 
-from . import config, data, models, results, runs, stats
+import numpy as np
+
+from . import config, data, models, reinforce_loop, results, runs, stats
 
 ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
@@ -134,8 +139,6 @@ def seed_runs(profile_name: str, names=SEEDED_RUNS, seeds=SEEDS) -> list[tuple[s
 def recorded_adapter(profile_name: str, recorded: str):
     """The reward model a run record names: its local checkpoint if this machine has it, else the copy
     notebook 02/04 published from the same model (results/<profile>/adapters/<name>)."""
-    from pathlib import Path
-
     local, published = results.ROOT / recorded, results.ROOT / "results" / profile_name / "adapters" / Path(recorded).name
     for adapter in (local, published):
         if (adapter / "adapter_config.json").exists():
@@ -198,9 +201,123 @@ def write_seeds_summary(profile_name: str) -> None:
     print("wrote", path.relative_to(results.ROOT))
 
 
+# -------------------------------------------------------------------------- over-optimisation
+
+# Gao et al. (2023)'s question on a small scale: the policy optimises a proxy RM trained on one half of the
+# training prompts; a judge RM trained on the other half, which the policy never sees, scores the same
+# replies. Both are measured, with the KL to SFT, on the held-out prompts every `every` iterations.
+OVEROPT_DIR = "overopt"
+OVEROPT_SCALE = {"full": (600, 50), "cpu": (200, 20), "smoke": (2, 1)}  # profile -> (iterations, evaluate every)
+OVEROPT_POLICIES = ("reinforce_ema", "reinforce_ema_kl")  # notebook 03's runs, whose records give the settings
+
+
+def halves_by_prompt(pairs: list, seed: int) -> tuple[list, list]:
+    """(proxy half, judge half) of the training pairs: no prompt in both, sizes within one prompt's pairs."""
+    return data.split_by_prompt(pairs, len(pairs) // 2, seed)
+
+
+def overopt_point(iteration: int, policy, ref, setup, judge, sft_judge, cfg) -> dict:
+    """Proxy and judge reward of the policy's replies to the held-out prompts against SFT's, and its KL to SFT."""
+    from . import evaluate
+
+    gen = evaluate.generate_for_eval(policy, setup.tokenizer, setup.eval_prompts, cfg)
+    proxy = stats.paired_reward_comparison(setup.sft["rewards"], np.asarray(setup.scorer(setup.eval_prompts, gen["texts"])))
+    judged = stats.paired_reward_comparison(sft_judge, np.asarray(judge(setup.eval_prompts, gen["texts"])))
+    return {"iteration": iteration, "proxy": proxy, "judge": judged,
+            "kl_to_sft": evaluate.kl_to_reference(policy, ref, setup.tokenizer, setup.eval_prompts, gen["tokens"], cfg),
+            "length_rl": float(np.mean([len(t) for t in gen["tokens"]])), "ended_frac_rl": float(np.mean(gen["ended"]))}
+
+
+def overopt_run(name: str, profile, cfg, setup, judge, every: int, settings: dict) -> dict:
+    """Train `cfg.iterations` iterations of REINFORCE against the setup's (proxy) scorer in parts of
+    `every`, and after each part write the record's "points" (`overopt_point`), the first at iteration 0.
+    An interrupted run continues from its last checkpoint and keeps the points it had."""
+    path = results.ROOT / "results" / profile.name / f"{name}.json"
+    old = json.loads(path.read_text()) if path.exists() else None
+    points = old["points"] if old is not None and _same(old["config"], settings) else []
+    policy, ref = models.load_policy(), models.load_policy()
+    sft_judge = np.asarray(judge(setup.eval_prompts, setup.sft["texts"]))
+    results.seed_everything(cfg.seed)  # a resumed part restores the checkpoint's random state instead
+    clock = results.Timer()
+    # the parts continue one another through the checkpoint (optimizer, baseline, prompt order); smoke has none
+    state = runs.state_dir(profile, name) or Path(tempfile.mkdtemp(prefix="alignlib-overopt-"))
+    for target in range(0, cfg.iterations + 1, every):
+        if any(p["iteration"] == target for p in points):
+            continue
+        if target:
+            reinforce_loop.train_reinforce(policy, setup.tokenizer, setup.scorer, setup.train_prompts,
+                                           config.with_overrides(cfg, iterations=target), ref_policy=ref,
+                                           checkpoint_dir=state, checkpoint_every=every)  # continues the last part
+        points.append(overopt_point(target, policy, ref, setup, judge, sft_judge, cfg))
+        results.write_record(name, profile.name, model_source=models.source_of(policy), data_source=setup.data_source,
+                             seed=cfg.seed, wall_time_s=clock.elapsed + (old or {}).get("wall_time_s", 0.0), amp=cfg.amp,
+                             config=settings, metrics={"iterations_done": target, "complete": target == cfg.iterations},
+                             points=points)
+    return json.loads(path.read_text())
+
+
+def overoptimization(profile) -> None:
+    """The proxy and judge RMs (records overopt/rm_proxy and overopt/rm_judge), then each policy of
+    OVEROPT_POLICIES against the proxy, judged along the way (records overopt/<policy>)."""
+    from . import scoring
+
+    iterations, every = OVEROPT_SCALE[profile.name]
+    tokenizer = models.load_tokenizer()
+    prefs = data.load_preference_data(config.with_overrides(profile.data, max_train_pairs=None))
+    halves = dict(zip(("proxy", "judge"), halves_by_prompt(prefs.train, profile.data.split_seed + 3)))
+    scorers = {}
+    for role, half in halves.items():
+        name, cap = f"{OVEROPT_DIR}/rm_{role}", profile.data.max_train_pairs
+        extra = {"study": "overoptimization", "half": role, "half_pairs": len(half)}
+        settings = {"data": dataclasses.asdict(profile.data), "rm": dataclasses.asdict(profile.rm_scalar), **extra}
+        if not already_done(name, profile.name, settings):
+            half_prefs = data.PreferenceData(half[:cap], prefs.validation, prefs.source)
+            runs.reward_model_run(name, profile, profile.rm_scalar, tokenizer, half_prefs, extra_config=extra)
+        adapter = results.checkpoints_dir(profile.name) / name
+        scorers[role] = adapter, scoring.RewardScorer(models.load_reward_model(adapter, 1), tokenizer,
+                                                      profile.data.max_length, profile.rm_scalar.eval_batch_size,
+                                                      profile.reinforce.amp)
+    (proxy_adapter, proxy), (_, judge) = scorers["proxy"], scorers["judge"]
+    setup = runs.reinforce_setup(profile, tokenizer, proxy.score, proxy_adapter, prefs)
+    for base in OVEROPT_POLICIES:
+        cfg = config.with_overrides(config.ReinforceConfig(**results.read_record(base, profile.name)["config"]["reinforce"]),
+                                    iterations=iterations)
+        settings = {"reinforce": dataclasses.asdict(cfg), "reward_model": setup.reward_model, "every": every,
+                    "settings_of": base}
+        overopt_run(f"{OVEROPT_DIR}/{base}", profile, cfg, setup, judge.score, every, settings)
+    write_overoptimization_summary(profile.name)
+
+
+def write_overoptimization_summary(profile_name: str) -> dict:
+    """results/<profile>/overoptimization.json: the two RMs' validation accuracy and how far their
+    margins agree, and each policy's points (iteration, KL, proxy and judge gain in SFT-reward sds)."""
+    folder = results.ROOT / "results" / profile_name / OVEROPT_DIR
+    read = lambda n: json.loads((folder / f"{n}.json").read_text()) if (folder / f"{n}.json").exists() else None  # noqa: E731
+    rms = {role: read(f"rm_{role}") for role in ("proxy", "judge")}
+    out = {"rms": {role: {"val_accuracy": r["metrics"]["val_accuracy"], "val_accuracy_ci95": r["metrics"]["val_accuracy_ci95"],
+                          "train_pairs": r["metrics"]["train_pairs"]} for role, r in rms.items() if r},
+           "policies": {}}
+    if all(rms.values()):
+        out["rms"]["margin_correlation"] = float(np.corrcoef(rms["proxy"]["margins"], rms["judge"]["margins"])[0, 1])
+    for base in OVEROPT_POLICIES:
+        r = read(base)
+        if r:
+            out["policies"][base] = {"complete": r["metrics"]["complete"], "kl_beta": r["config"]["reinforce"]["kl_beta"],
+                                     "points": [{"iteration": p["iteration"], "kl_to_sft": p["kl_to_sft"],
+                                                 "proxy_gain_sd": p["proxy"]["reward_delta_sd_units"],
+                                                 "judge_gain_sd": p["judge"]["reward_delta_sd_units"],
+                                                 "proxy_win_rate": p["proxy"]["win_rate"],
+                                                 "judge_win_rate": p["judge"]["win_rate"],
+                                                 "judge_gain_ci95": p["judge"]["reward_delta_ci95"],
+                                                 "length_rl": p["length_rl"]} for p in r["points"]]}
+    path = results.results_dir(profile_name) / "overoptimization.json"
+    path.write_text(json.dumps(out, indent=1) + "\n")
+    return out
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m alignlib.studies", description=__doc__.split("\n\n")[0])
-    parser.add_argument("study", choices=("rm-ablation", "seeds"))
+    parser.add_argument("study", choices=("rm-ablation", "seeds", "overoptimization"))
     parser.add_argument("--variants", nargs="+", help=f"rm-ablation: default all ({', '.join(RM_ABLATION)})")
     parser.add_argument("--runs", nargs="+", choices=SEEDED_RUNS, default=SEEDED_RUNS, help="seeds: default all")
     args = parser.parse_args(argv)
@@ -208,9 +325,11 @@ def main(argv=None) -> None:
     if args.study == "rm-ablation":
         rm_ablation(profile, args.variants)
         print(rm_ablation_table(profile.name).to_string(index=False))
-    else:
+    elif args.study == "seeds":
         reinforce_seeds(profile, args.runs)
         write_seeds_summary(profile.name)
+    else:
+        overoptimization(profile)
 
 
 if __name__ == "__main__":

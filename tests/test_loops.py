@@ -384,6 +384,36 @@ def test_an_interrupted_reinforce_run_resumes_to_the_same_history_and_weights(to
         torch.testing.assert_close(a, b)
 
 
+def test_a_finished_reinforce_run_extends_to_the_longer_run_and_refuses_to_shrink(tokenizer, tmp_path):
+    """2 iterations, then the same run asked for 3: only the third is trained, and the result is the
+    3-iteration run's (the KL is measured at the end of each part, the only difference)."""
+    from test_reinforce import toy_reward
+
+    from alignlib import checkpoint, results
+
+    def run(iterations, checkpoint_dir=None):
+        from transformers import LlamaForCausalLM
+
+        from conftest import tiny_config
+
+        torch.manual_seed(0)
+        policy = LlamaForCausalLM(tiny_config(tokenizer)).eval()
+        results.seed_everything(0)
+        hist = reinforce_loop.train_reinforce(policy, tokenizer, toy_reward, PROMPTS, smoke_rl(iterations=iterations),
+                                              progress=False, checkpoint_dir=checkpoint_dir, checkpoint_every=10)
+        return hist, policy
+
+    whole, policy_whole = run(3)
+    run(2, tmp_path)
+    extended, policy_extended = run(3, tmp_path)
+    strip = lambda h: {k: v for k, v in h.items() if not k.startswith("time/")}
+    assert strip(extended) == strip(whole) and extended["step"] == [1, 2, 3]
+    for a, b in zip(policy_whole.parameters(), policy_extended.parameters()):
+        torch.testing.assert_close(a, b)
+    with pytest.raises(checkpoint.CheckpointMismatch, match="past this run's last step 2"):
+        run(2, tmp_path)
+
+
 def test_an_interrupted_reward_model_run_resumes_to_the_same_history(tiny_rm, tokenizer, tmp_path, monkeypatch):
     cfg = config.with_overrides(config.get_profile("smoke").rm_scalar, lr=5e-3, batch_size=4, max_steps=None,
                                 epochs=2, warmup_steps=2, lora_dropout=0.3, amp="none")

@@ -3,8 +3,9 @@
 import json
 
 import pytest
+import torch
 
-from alignlib import config, results, runs, studies
+from alignlib import config, models, reinforce_loop, results, runs, studies
 
 
 def fake_record(root, name, settings, margins, accuracy):
@@ -119,3 +120,63 @@ def test_the_seeds_summary_gives_across_seed_intervals_and_lists_what_is_missing
     assert ema["across_seeds"]["reward_delta_mean"]["ci95"] == pytest.approx([0.0516, 0.5484], abs=1e-4)
     assert ema["code_versions"] == ["abc"]
     assert out["incomplete"] == {"reinforce_rloo": {"missing_seeds": [1, 2]}}
+
+
+# ------------------------------------------------------------------------------ over-optimisation
+
+def test_the_two_halves_share_no_prompt():
+    from test_reward import toy_pairs
+
+    pairs = toy_pairs() + toy_pairs()[:4]  # prompts 0-3 twice
+    proxy, judge = studies.halves_by_prompt(pairs, seed=0)
+    assert len(proxy) + len(judge) == len(pairs) and len(judge) == len(pairs) // 2
+    assert not {p.prompt_key for p in proxy} & {p.prompt_key for p in judge}
+
+
+def test_the_overoptimisation_run_is_judged_every_part_and_resumes_its_points(tokenizer, tmp_path, monkeypatch):
+    """Tiny policies, toy proxy and judge: a point at iterations 0, 1 and 2; at 0 the policy is SFT
+    (no gain, no KL); a run whose last point was lost re-trains nothing before it and recomputes only it."""
+    from test_loops import PROMPTS, smoke_rl
+    from test_reinforce import toy_reward
+    from transformers import LlamaForCausalLM
+
+    from alignlib import evaluate
+    from conftest import tiny_config
+
+    def tiny_sft():
+        torch.manual_seed(0)
+        return LlamaForCausalLM(tiny_config(tokenizer)).eval()
+
+    monkeypatch.setattr(results, "ROOT", tmp_path)
+    monkeypatch.setattr(models, "load_policy", tiny_sft)
+    cfg = smoke_rl(iterations=2, eval_batch_size=2)
+    sft = evaluate.generate_for_eval(tiny_sft(), tokenizer, PROMPTS[:2], cfg)
+    sft["rewards"] = toy_reward(PROMPTS[:2], sft["texts"]).numpy()
+    setup = runs.ReinforceSetup(tokenizer, toy_reward, PROMPTS, 0, PROMPTS[:2], sft, "rm", "toy")
+    judge = lambda prompts, texts: torch.tensor([float(len(t)) for t in texts])  # noqa: E731
+    profile = config.get_profile("cpu")
+    trained = Recorder(monkeypatch, reinforce_loop, "train_reinforce")
+    record = studies.overopt_run("overopt/x", profile, cfg, setup, judge, 1, {"s": 1})
+    points = record["points"]
+    assert [p["iteration"] for p in points] == [0, 1, 2] and record["metrics"]["complete"]
+    assert points[0]["kl_to_sft"] == 0 and points[0]["proxy"]["reward_delta_mean"] == 0
+    assert points[0]["judge"]["reward_delta_mean"] == 0 and points[2]["kl_to_sft"] != 0
+    assert [c.iterations for c in trained.configs] == [1, 2]
+    path = tmp_path / "results" / "cpu" / "overopt" / "x.json"
+    lost = json.loads(path.read_text()) | {"points": points[:2]}
+    path.write_text(json.dumps(lost))  # killed before the last point was written (its checkpoint is there)
+    trained.configs.clear()
+    again = studies.overopt_run("overopt/x", profile, cfg, setup, judge, 1, {"s": 1})["points"]
+    assert [c.iterations for c in trained.configs] == [2]  # resumes at iteration 2: trains nothing more
+    assert again[2]["proxy"] == points[2]["proxy"] and again[2]["kl_to_sft"] == pytest.approx(points[2]["kl_to_sft"])
+
+
+class Recorder:
+    def __init__(self, monkeypatch, module, name):
+        self.configs, fn = [], getattr(module, name)
+
+        def wrapped(*args, **kwargs):
+            self.configs.append(args[4])
+            return fn(*args, **kwargs)
+
+        monkeypatch.setattr(module, name, wrapped)
