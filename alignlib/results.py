@@ -176,7 +176,9 @@ def matmul_gflops(dtype=torch.float32, n: int = 2048, repeats: int = 10, shape: 
     device = torch.device(device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     m, k, p = shape or (n, n, n)
-    a, b = torch.randn(m, k, dtype=dtype, device=device), torch.randn(k, p, dtype=dtype, device=device)
+    gen = torch.Generator(device=device).manual_seed(0)  # its own: the global random state stays as it was
+    a = torch.randn(m, k, dtype=dtype, device=device, generator=gen)
+    b = torch.randn(k, p, dtype=dtype, device=device, generator=gen)
     for _ in range(2):
         a @ b
     sync()

@@ -54,6 +54,20 @@ def test_auto_on_cuda_follows_bf16_support(monkeypatch):
     assert precision.resolve_amp("auto", "cuda") == "bf16"
 
 
+def test_measuring_the_hardware_leaves_the_global_random_state_alone():
+    """The `auto` probe runs inside the first run of a process: drawing its matrices from the global
+    generator would give that run other dropout masks than the same run alone (or resumed) elsewhere."""
+    from alignlib import results
+
+    precision.cpu_matmul_gflops.cache_clear()
+    torch.manual_seed(0)
+    precision.cpu_matmul_gflops()
+    results.matmul_gflops(n=64, repeats=1)
+    after = torch.rand(3)
+    torch.manual_seed(0)
+    assert torch.equal(after, torch.rand(3))
+
+
 def test_environment_overrides_the_config(monkeypatch):
     monkeypatch.setenv(precision.AMP_ENV, "fp16")
     p = precision.resolve("none", CPU)
