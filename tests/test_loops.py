@@ -414,6 +414,16 @@ def test_a_finished_reinforce_run_extends_to_the_longer_run_and_refuses_to_shrin
         run(2, tmp_path)
 
 
+def test_the_rm_loop_checkpoints_every_checkpoint_every_steps_and_at_the_end(tiny_rm, tokenizer, tmp_path, monkeypatch):
+    from alignlib import checkpoint
+
+    saved = Recorder(monkeypatch, checkpoint, "save")
+    cfg = config.with_overrides(config.get_profile("smoke").rm_scalar, batch_size=4, max_steps=None, amp="none")
+    reward_model_loop.train_reward_model(tiny_rm(), tokenizer, toy_pairs()[:12], cfg, max_length=128, progress=False,
+                                         checkpoint_dir=tmp_path, checkpoint_every=2)
+    assert [args[1] for args, _ in saved.calls] == [2, 3]  # 3 steps: the 2nd, then the last
+
+
 def test_an_interrupted_reward_model_run_resumes_to_the_same_history(tiny_rm, tokenizer, tmp_path, monkeypatch):
     cfg = config.with_overrides(config.get_profile("smoke").rm_scalar, lr=5e-3, batch_size=4, max_steps=None,
                                 epochs=2, warmup_steps=2, lora_dropout=0.3, amp="none")
