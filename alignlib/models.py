@@ -14,11 +14,13 @@ Every loaded model carries ``model.alignlib_source`` so run records can state it
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 
 import torch
@@ -152,6 +154,15 @@ def load_policy(dtype=torch.float32):
     return model.to(device()).eval()
 
 
+@contextlib.contextmanager
+def peft_without_deprecation_noise():
+    """peft 0.21 reads transformers' deprecated `is_gradient_checkpointing` when it wraps a model, and
+    transformers 5 warns (FutureWarning) every time; nothing in alignlib uses it. Silence that one warning."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        yield
+
+
 def lora_config(cfg):
     """PEFT LoRA config of a reward model: adapters on `cfg.lora_target_modules`, head trained."""
     from peft import LoraConfig, TaskType
@@ -194,7 +205,8 @@ def new_reward_model(cfg):
         torch.manual_seed(cfg.seed)
         base = load_reward_backbone(cfg.num_labels)
         source = base.alignlib_source
-        model = get_peft_model(base, lora_config(cfg))
+        with peft_without_deprecation_noise():
+            model = get_peft_model(base, lora_config(cfg))
     model.alignlib_source = source
     return model.to(device())
 
@@ -223,7 +235,8 @@ def load_reward_model(adapter_dir: str | Path, num_labels: int):
         base = load_reward_backbone(num_labels)
     source = base.alignlib_source
     try:
-        model = PeftModel.from_pretrained(base, adapter_dir)
+        with peft_without_deprecation_noise():
+            model = PeftModel.from_pretrained(base, adapter_dir)
     except Exception as e:
         raise AdapterError(f"Cannot load the adapter at {adapter_dir}: {type(e).__name__}: {e}") from e
     model.alignlib_source = source

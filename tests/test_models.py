@@ -60,3 +60,20 @@ def test_corrupt_adapter_is_a_clear_error(tmp_path):
     (tmp_path / "adapter_model.safetensors").write_bytes(b"this is not a safetensors file")
     with pytest.raises(models.AdapterError, match="Cannot load the adapter"):
         models.load_reward_model(tmp_path, num_labels=1)
+
+
+def test_wrapping_a_model_in_lora_prints_no_deprecation_noise(tokenizer):
+    """peft reads transformers' deprecated `is_gradient_checkpointing`; the notebooks' outputs must not show it."""
+    import warnings
+
+    from peft import get_peft_model
+
+    from alignlib import config, models
+    from conftest import tiny_base
+
+    cfg = config.get_profile("smoke").rm_scalar
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with models.peft_without_deprecation_noise():
+            get_peft_model(tiny_base(tokenizer), models.lora_config(cfg))
+    assert not [w for w in caught if issubclass(w.category, FutureWarning)], [str(w.message) for w in caught]
