@@ -83,8 +83,9 @@ def advantage_stats(advantages: torch.Tensor) -> dict:
     Returns:
         mean(A); E[A^2], the scale of the gradient estimate's terms, which includes the lag of an EMA
         baseline ((mean r - b)^2 = mean(A)^2); and the within-batch std and variance (unbiased), which
-        leave the lag out.
+        leave the lag out (0 for a batch of one reply, where the unbiased estimate is undefined).
     """
     a = advantages.double()
+    spread = a.numel() > 1
     return {"advantage/mean": float(a.mean()), "advantage/sq_mean": float((a ** 2).mean()),
-            "advantage/std": float(a.std()), "advantage/var": float(a.var())}
+            "advantage/std": float(a.std()) if spread else 0.0, "advantage/var": float(a.var()) if spread else 0.0}

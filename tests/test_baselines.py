@@ -42,3 +42,9 @@ def test_advantage_stats_by_hand():
     s = baselines.advantage_stats(torch.tensor([1.0, 3.0]))
     assert s == pytest.approx({"advantage/mean": 2.0, "advantage/sq_mean": 5.0, "advantage/std": math.sqrt(2.0),
                                "advantage/var": 2.0})
+
+
+def test_advantage_stats_of_a_batch_of_one_reply_are_finite():
+    """A run with one reply per iteration must still write its record (records refuse NaN)."""
+    s = baselines.advantage_stats(torch.tensor([-0.5]))
+    assert s == {"advantage/mean": -0.5, "advantage/sq_mean": 0.25, "advantage/std": 0.0, "advantage/var": 0.0}

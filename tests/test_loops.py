@@ -306,12 +306,15 @@ def test_truncated_replies_pay_the_truncation_penalty(tiny_policy, tokenizer, mo
     eos_bias[tokenizer.eos_token_id] = 9.5  # about one chance in five to end the turn at each token
     tiny_policy.lm_head.register_forward_hook(lambda module, args, out: out + eos_bias)
     sampled = Recorder(monkeypatch, rollout, "sample")
+    baseline_in = Recorder(monkeypatch, reinforce_loop, "ema_advantages")
     hist = reinforce_loop.train_reinforce(tiny_policy, tokenizer, scripted_reward([[1, 3, 5, 7]]), PROMPTS,
                                           smoke_rl(iterations=1, prompts_per_iter=4, max_new_tokens=2,
                                                    truncation_penalty=0.5), progress=False)
     ended = sampled.calls[0][1].ended.float()
     assert 0 < ended.sum() < 4  # some replies ended their turn, some were cut off
-    assert hist["reward/mean"] == [pytest.approx(float((torch.tensor([1.0, 3.0, 5.0, 7.0]) - 0.5 * (1 - ended)).mean()))]
+    penalised = torch.tensor([1.0, 3.0, 5.0, 7.0]) - 0.5 * (1 - ended)  # only the cut-off replies pay
+    assert baseline_in.calls[0][0][0].tolist() == pytest.approx(penalised.tolist())
+    assert hist["reward/mean"] == [pytest.approx(float(penalised.mean()))]
 
 
 def test_the_kl_is_measured_every_kl_log_every_iterations_and_at_the_end(tokenizer, policy_pair):
@@ -338,6 +341,30 @@ def test_prompts_over_the_budget_stop_the_loop(tiny_policy, tokenizer):
 
 class Interrupted(Exception):
     pass
+
+
+def test_the_reinforce_loop_checkpoints_every_checkpoint_every_iterations_and_at_the_end(tiny_policy, tokenizer,
+                                                                                         tmp_path, monkeypatch):
+    from alignlib import checkpoint
+
+    saved = Recorder(monkeypatch, checkpoint, "save")
+    reinforce_loop.train_reinforce(tiny_policy, tokenizer, scripted_reward([[1, 3]] * 4), PROMPTS, smoke_rl(iterations=4),
+                                   progress=False, checkpoint_dir=tmp_path, checkpoint_every=3)
+    assert [args[1] for args, _ in saved.calls] == [3, 4]
+
+
+def test_the_entropy_is_per_reply_token_even_for_a_single_token(tiny_policy, tokenizer):
+    """One prompt, one new token: the logged entropy is that of the policy's distribution at that token."""
+    from alignlib import logprobs
+
+    prompt = PROMPTS[:1]
+    with torch.no_grad():
+        ids = rollout.encode_prompts(tokenizer, prompt)[0]
+        expected = float(logprobs.entropy_from_logits(tiny_policy(torch.tensor([ids])).logits[:, -1]))
+    hist = reinforce_loop.train_reinforce(tiny_policy, tokenizer, scripted_reward([[1.0]]), prompt,
+                                          smoke_rl(iterations=1, prompts_per_iter=1, max_new_tokens=1), progress=False)
+    assert hist["response/length"] == [1.0] and hist["policy/entropy"] == [pytest.approx(expected, rel=1e-4)]
+    assert hist["advantage/var"] == [0.0]  # one reply: no spread, and no NaN
 
 
 def test_an_interrupted_reinforce_run_resumes_to_the_same_history_and_weights(tokenizer, tmp_path):

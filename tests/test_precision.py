@@ -191,3 +191,26 @@ def test_fp16_reinforce_skips_an_overflowing_step_and_goes_on(tokenizer):
     assert hist["step"] == [1, 2, 3, 4]
     assert hist["optim/grad_norm"][1] is None and all(g is not None for g in hist["optim/grad_norm"][2:])
     assert reinforce_loop.summarize_history(hist)["skipped_steps"] == 1 + (hist["optim/grad_norm"][0] is None)
+
+
+def reinforce_with_inf_gradients(tokenizer, at, **changes):
+    from transformers import LlamaForCausalLM
+
+    from conftest import tiny_config
+
+    torch.manual_seed(0)
+    policy = LlamaForCausalLM(tiny_config(tokenizer))
+    policy.model.norm.weight.register_hook(InfOnce(at=at))
+    cfg = config.with_overrides(config.get_profile("smoke").reinforce, prompts_per_iter=2, max_new_tokens=2, lr=1e-3,
+                                **changes)
+    return reinforce_loop.train_reinforce(policy, tokenizer, toy_reward, PROMPTS, cfg, progress=False)
+
+
+def test_float32_overflow_in_reinforce_is_fatal_and_names_the_iteration(tokenizer):
+    with pytest.raises(FloatingPointError, match="non-finite gradient norm at iteration 1 "):
+        reinforce_with_inf_gradients(tokenizer, at={2}, iterations=3, amp="none")
+
+
+def test_fp16_reinforce_overflowing_at_every_iteration_stops_naming_the_iteration(tokenizer):
+    with pytest.raises(FloatingPointError, match="skipped 20 steps in a row at iteration 19 "):
+        reinforce_with_inf_gradients(tokenizer, at=range(1, 1000), iterations=30, amp="fp16")
