@@ -270,10 +270,10 @@ def overoptimization(profile) -> None:
         name, cap = f"{OVEROPT_DIR}/rm_{role}", profile.data.max_train_pairs
         extra = {"study": "overoptimization", "half": role, "half_pairs": len(half)}
         settings = {"data": dataclasses.asdict(profile.data), "rm": dataclasses.asdict(profile.rm_scalar), **extra}
-        if not already_done(name, profile.name, settings):
+        if not already_done(name, profile.name, settings):  # published (except at smoke): a later session loads it
             half_prefs = data.PreferenceData(half[:cap], prefs.validation, prefs.source)
-            runs.reward_model_run(name, profile, profile.rm_scalar, tokenizer, half_prefs, extra_config=extra)
-        adapter = results.checkpoints_dir(profile.name) / name
+            runs.reward_model_run(name, profile, profile.rm_scalar, tokenizer, half_prefs, publish=True, extra_config=extra)
+        adapter = results.ROOT / results.read_record(name, profile.name)["adapter"]
         scorers[role] = adapter, scoring.RewardScorer(models.load_reward_model(adapter, 1), tokenizer,
                                                       profile.data.max_length, profile.rm_scalar.eval_batch_size,
                                                       profile.reinforce.amp)
