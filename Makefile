@@ -57,7 +57,8 @@ mutants: setup
 	$(PY) report/mutation_score.py
 
 # make rm-ablation   the scalar RM's settings tried on the development pairs -> results/<profile>/rm_dev/*.json
-#                    (profile cpu; resumable, one record per variant: about 20-40 min each on 2 CPU cores)
+#                    (profile cpu; resumable, one record per variant; the baseline's wall_time_s in its record:
+#                    80 min on AMD EPYC, 2 cores, float32; the 2-epoch and 2x-pairs variants take about twice that)
 rm-ablation: setup
 	ALIGNLIB_PROFILE=$${ALIGNLIB_PROFILE:-cpu} $(PY) -m alignlib.studies rm-ablation
 
