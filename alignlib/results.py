@@ -132,7 +132,7 @@ def write_record(name: str, profile: str, *, model_source: str, data_source: str
         "metrics": metrics,
         **extra,
     }
-    path = results_dir(profile) / f"{name}.json"  # `name` may hold a folder: "rm_dev/all_linear"
+    path = record_path(name, profile)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(_clean(record), indent=1, ensure_ascii=False) + "\n")
@@ -140,8 +140,13 @@ def write_record(name: str, profile: str, *, model_source: str, data_source: str
     return path
 
 
+def record_path(name: str, profile: str) -> Path:
+    """Where run record `name` of `profile` lives (`name` may hold a folder: "seeds/reinforce_ema_seed1")."""
+    return ROOT / "results" / profile / f"{name}.json"
+
+
 def read_record(name: str, profile: str) -> dict:
-    path = ROOT / "results" / profile / f"{name}.json"
+    path = record_path(name, profile)
     if not path.exists():
         raise FileNotFoundError(f"no run record {path}; run the notebook that writes {name}.json first")
     record = json.loads(path.read_text())

@@ -47,7 +47,7 @@ def _same(a, b) -> bool:
 
 def already_done(name: str, profile_name: str, settings: dict) -> bool:
     """Whether the record `name` exists and was made with these settings (its "config")."""
-    path = results.ROOT / "results" / profile_name / f"{name}.json"
+    path = results.record_path(name, profile_name)
     return path.exists() and _same(json.loads(path.read_text())["config"], settings)
 
 
@@ -95,8 +95,8 @@ def rm_ablation_table(profile_name: str):
     accuracy minus the baseline's on the same development pairs (paired bootstrap interval)."""
     import pandas as pd
 
-    folder = results.ROOT / "results" / profile_name / RM_ABLATION_DIR
-    records = {v: json.loads((folder / f"{v}.json").read_text()) for v in RM_ABLATION if (folder / f"{v}.json").exists()}
+    paths = {v: results.record_path(f"{RM_ABLATION_DIR}/{v}", profile_name) for v in RM_ABLATION}
+    records = {v: json.loads(path.read_text()) for v, path in paths.items() if path.exists()}
     base = records.get("baseline")
     rows = []
     for variant, r in records.items():
@@ -178,8 +178,7 @@ def seeds_summary(profile_name: str, names=SEEDED_RUNS, seeds=SEEDS) -> dict:
     to results/<profile>/seeds.json. Configurations with a missing seed are listed under "incomplete"."""
     out = {"seeds": list(seeds), "metrics": list(SEED_METRICS), "configs": {}, "incomplete": {}}
     for base in names:
-        files = {s: results.ROOT / "results" / profile_name / (f"{SEEDS_DIR}/{base}_seed{s}.json" if s else f"{base}.json")
-                 for s in seeds}
+        files = {s: results.record_path(f"{SEEDS_DIR}/{base}_seed{s}" if s else base, profile_name) for s in seeds}
         missing = [s for s, f in files.items() if not f.exists()]
         if missing:
             out["incomplete"][base] = {"missing_seeds": missing}
@@ -232,7 +231,7 @@ def overopt_run(name: str, profile, cfg, setup, judge, every: int, settings: dic
     """Train `cfg.iterations` iterations of REINFORCE against the setup's (proxy) scorer in parts of
     `every`, and after each part write the record's "points" (`overopt_point`), the first at iteration 0.
     An interrupted run continues from its last checkpoint and keeps the points it had."""
-    path = results.ROOT / "results" / profile.name / f"{name}.json"
+    path = results.record_path(name, profile.name)
     old = json.loads(path.read_text()) if path.exists() else None
     points = old["points"] if old is not None and _same(old["config"], settings) else []
     policy, ref = models.load_policy(), models.load_policy()
@@ -291,8 +290,10 @@ def overoptimization(profile) -> None:
 def write_overoptimization_summary(profile_name: str) -> dict:
     """results/<profile>/overoptimization.json: the two RMs' validation accuracy and how far their
     margins agree, and each policy's points (iteration, KL, proxy and judge gain in SFT-reward sds)."""
-    folder = results.ROOT / "results" / profile_name / OVEROPT_DIR
-    read = lambda n: json.loads((folder / f"{n}.json").read_text()) if (folder / f"{n}.json").exists() else None  # noqa: E731
+    def read(n):
+        path = results.record_path(f"{OVEROPT_DIR}/{n}", profile_name)
+        return json.loads(path.read_text()) if path.exists() else None
+
     rms = {role: read(f"rm_{role}") for role in ("proxy", "judge")}
     out = {"rms": {role: {"val_accuracy": r["metrics"]["val_accuracy"], "val_accuracy_ci95": r["metrics"]["val_accuracy_ci95"],
                           "train_pairs": r["metrics"]["train_pairs"]} for role, r in rms.items() if r},
