@@ -132,7 +132,7 @@ def write_record(name: str, profile: str, *, model_source: str, data_source: str
         "metrics": metrics,
         **extra,
     }
-    path = record_path(name, profile)
+    path = results_dir(profile) / f"{name}.json"  # `name` may hold a folder: "rm_dev/all_linear"
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(_clean(record), indent=1, ensure_ascii=False) + "\n")
