@@ -120,6 +120,25 @@ def across_seeds(values) -> dict:
             "min": float(x.min()), "max": float(x.max())}
 
 
+def seed_difference(values_a, values_b) -> dict:
+    """Mean of configuration A minus mean of B over independent training seeds, with a 95% interval.
+
+    Args:
+        values_a, values_b: (n_a,), (n_b,) one number per seed (e.g. each run's reward gain), n_a + n_b <= 12.
+    Returns:
+        diff, ci95 (two-sample t with the pooled standard deviation, n_a + n_b - 2 degrees of freedom),
+        and holds: whether the interval excludes 0, i.e. whether the seeds rank A and B.
+    """
+    a, b = np.asarray(values_a, dtype=np.float64), np.asarray(values_b, dtype=np.float64)
+    df = a.size + b.size - 2
+    if a.ndim != 1 or b.ndim != 1 or a.size < 2 or b.size < 2 or df > len(T_975):
+        raise ValueError(f"seed_difference needs 2 or more values per configuration (one per seed) and at most "
+                         f"{len(T_975) + 2} in all, got {a.size} and {b.size}")
+    pooled = ((a.size - 1) * a.var(ddof=1) + (b.size - 1) * b.var(ddof=1)) / df
+    diff, half = float(a.mean() - b.mean()), T_975[df - 1] * float(np.sqrt(pooled * (1 / a.size + 1 / b.size)))
+    return {"diff": diff, "ci95": [diff - half, diff + half], "holds": bool(diff - half > 0 or diff + half < 0)}
+
+
 def paired_accuracy_difference(margins_a, margins_b, seed: int = 0) -> dict:
     """Accuracy of reward model A minus that of B on the same pairs, with a paired 95% interval.
 

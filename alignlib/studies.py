@@ -102,13 +102,27 @@ def rm_ablation_table(profile_name: str):
     for variant, r in records.items():
         m, rm = r["metrics"], r["config"]["rm"]
         row = {"variant": variant, "train pairs": m["train_pairs"], "LoRA on": ", ".join(rm["lora_target_modules"]),
-               "epochs": rm["epochs"], "dev accuracy": m["val_accuracy"], "dev accuracy 95% CI": m["val_accuracy_ci95"],
+               "epochs": rm["epochs"], "dev pairs": m["n_pairs"], "dev accuracy": m["val_accuracy"], "dev accuracy 95% CI": m["val_accuracy_ci95"],
                "dev loss": m["val_loss"], "train min": m["train_wall_time_s"] / 60}
         if base is not None:
             d = stats.paired_accuracy_difference(r["margins"], base["margins"])
             row.update({"vs baseline": d["accuracy_diff"], "vs baseline 95% CI": d["accuracy_diff_ci95"]})
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def write_rm_ablation_summary(profile_name: str) -> dict:
+    """results/<profile>/rm_ablation.json: `rm_ablation_table`'s rows (what the report and notebook 02 show),
+    the variants still missing, and the code that made each record."""
+    table = rm_ablation_table(profile_name)
+    rows = json.loads(table.to_json(orient="records"))
+    versions = {v: json.loads(results.record_path(f"{RM_ABLATION_DIR}/{v}", profile_name).read_text()).get("code_version")
+                for v in table["variant"]} if rows else {}
+    out = {"evaluated_on": "development", "variants": rows, "missing": [v for v in RM_ABLATION if v not in versions],
+           "code_versions": versions}
+    path = results.results_dir(profile_name) / "rm_ablation.json"
+    path.write_text(json.dumps(out, indent=1) + "\n")
+    return out
 
 
 # ------------------------------------------------------------------------------------ seeds
@@ -119,6 +133,10 @@ def rm_ablation_table(profile_name: str):
 SEEDED_RUNS = ("reinforce_ema", "reinforce_rloo", "reinforce_ema_kl", "reinforce_prob_expected", "reinforce_prob_sampled")
 SEEDS = (0, 1, 2)
 SEEDS_DIR = "seeds"
+# the rankings the report makes, checked over seeds: (A, B, metrics compared); both are judged by the same RM
+SEED_RANKINGS = (("reinforce_rloo", "reinforce_ema", ("reward_delta_mean", "win_rate")),
+                 ("reinforce_ema_kl", "reinforce_ema", ("reward_delta_mean", "win_rate", "kl_to_sft")),
+                 ("reinforce_prob_sampled", "reinforce_prob_expected", ("reward_delta_mean", "win_rate")))
 SEED_METRICS = ("reward_delta_mean", "reward_delta_sd_units", "win_rate", "kl_to_sft", "length_rl", "ended_frac_rl",
                 "reward_delta_same_length", "length_share_of_gain", "distinct2_rl", "advantage_sq_mean", "advantage_mean",
                 "advantage_var")
@@ -175,7 +193,9 @@ def reinforce_seeds(profile, names=SEEDED_RUNS, seeds=SEEDS) -> None:
 def seeds_summary(profile_name: str, names=SEEDED_RUNS, seeds=SEEDS) -> dict:
     """Across-seed statistics of each seeded configuration whose runs all exist (`stats.across_seeds`
     of every metric in SEED_METRICS), the per-seed values, and the code that made each run; written
-    to results/<profile>/seeds.json. Configurations with a missing seed are listed under "incomplete"."""
+    to results/<profile>/seeds.json. Configurations with a missing seed are listed under "incomplete".
+    "rankings": each comparison of SEED_RANKINGS whose two configurations are complete, A minus B over
+    seeds (`stats.seed_difference`: diff, ci95, holds)."""
     out = {"seeds": list(seeds), "metrics": list(SEED_METRICS), "configs": {}, "incomplete": {}}
     for base in names:
         files = {s: results.record_path(f"{SEEDS_DIR}/{base}_seed{s}" if s else base, profile_name) for s in seeds}
@@ -191,6 +211,9 @@ def seeds_summary(profile_name: str, names=SEEDED_RUNS, seeds=SEEDS) -> dict:
             "within_run_ci95": {s: recs[s]["metrics"]["reward_delta_ci95"] for s in seeds},
             "code_versions": sorted({str(r.get("code_version")) for r in recs.values()}),
         }
+    out["rankings"] = [{"a": a, "b": b, "metric": m, **stats.seed_difference(out["configs"][a]["per_seed"][m],
+                                                                           out["configs"][b]["per_seed"][m])}
+                       for a, b, metrics in SEED_RANKINGS if a in out["configs"] and b in out["configs"] for m in metrics]
     return out
 
 
@@ -289,7 +312,8 @@ def overoptimization(profile) -> None:
 
 def write_overoptimization_summary(profile_name: str) -> dict:
     """results/<profile>/overoptimization.json: the two RMs' validation accuracy and how far their
-    margins agree, and each policy's points (iteration, KL, proxy and judge gain in SFT-reward sds)."""
+    margins agree, and each policy's points (iteration, KL, proxy and judge gain in SFT-reward sds); and
+    its figure, fig_overoptimization.png."""
     def read(n):
         path = results.record_path(f"{OVEROPT_DIR}/{n}", profile_name)
         return json.loads(path.read_text()) if path.exists() else None
@@ -313,6 +337,10 @@ def write_overoptimization_summary(profile_name: str) -> dict:
                                                  "length_rl": p["length_rl"]} for p in r["points"]]}
     path = results.results_dir(profile_name) / "overoptimization.json"
     path.write_text(json.dumps(out, indent=1) + "\n")
+    if out["policies"]:
+        from . import plots
+
+        plots.overoptimization(out, path.with_name("fig_overoptimization.png"))
     return out
 
 
@@ -325,6 +353,7 @@ def main(argv=None) -> None:
     profile = config.get_profile()
     if args.study == "rm-ablation":
         rm_ablation(profile, args.variants)
+        write_rm_ablation_summary(profile.name)
         print(rm_ablation_table(profile.name).to_string(index=False))
     elif args.study == "seeds":
         reinforce_seeds(profile, args.runs)

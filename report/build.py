@@ -4,7 +4,8 @@
 
 Every number in the PDF is read from results/<profile>/*.json by report.typ itself; this
 script only checks that the records it needs exist (naming the notebook that writes each
-missing one) and compiles.
+missing one), tells the report which studies' summaries exist (their sections are left out until
+then, with the command that makes them), and compiles.
 """
 
 from __future__ import annotations
@@ -30,6 +31,13 @@ NEEDED = {
     "reinforce_prob_sampled": "notebooks/04_probabilistic_reward_model.ipynb",
     "comparison": "notebooks/05_comparison.ipynb",
 }
+
+# the studies' summaries (alignlib/studies.py): each adds its section to the report once it exists
+STUDIES = {"rm_ablation": "make rm-ablation", "seeds": "make seeds", "overoptimization": "make overoptimization"}
+
+
+def studies_present(profile: str) -> list[str]:
+    return [name for name in STUDIES if (ROOT / "results" / profile / f"{name}.json").exists()]
 
 
 def missing_records(profile: str) -> list[str]:
@@ -61,7 +69,7 @@ def build(profile: str, output: Path | None = None) -> Path:
         raise SystemExit("Cannot build the report:\n  " + "\n  ".join(problems))
     output = output or ROOT / "report" / ("report.pdf" if profile == "cpu" else f"report-{profile}.pdf")
     typst.compile(str(ROOT / "report" / "report.typ"), output=str(output), root=str(ROOT),
-                  sys_inputs={"profile": profile})
+                  sys_inputs={"profile": profile, "studies": ",".join(studies_present(profile))})
     return output
 
 

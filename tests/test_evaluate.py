@@ -107,6 +107,19 @@ def test_across_seeds_by_hand():
         stats.across_seeds([0.5])
 
 
+def test_seed_difference_by_hand():
+    # a = (1, 2, 3): mean 2, var 1; b = (0, 0.5, 1): mean 0.5, var 0.25; pooled (2*1 + 2*0.25) / 4 = 0.625
+    # half-width t_{0.975, 4} sqrt(0.625 (1/3 + 1/3)) = 2.776 * 0.645497 = 1.791899
+    out = stats.seed_difference([1.0, 2.0, 3.0], [0.0, 0.5, 1.0])
+    assert out["diff"] == pytest.approx(1.5)
+    assert out["ci95"] == pytest.approx([1.5 - 1.791899, 1.5 + 1.791899], abs=1e-5)
+    assert out["holds"] is False  # the interval reaches below 0: the seeds do not rank them
+    far = stats.seed_difference([10.0, 11.0, 12.0], [0.0, 0.5, 1.0])
+    assert far["holds"] is True and stats.seed_difference([0.0, 0.5, 1.0], [10.0, 11.0, 12.0])["holds"] is True
+    with pytest.raises(ValueError, match="one per seed"):
+        stats.seed_difference([1.0], [1.0, 2.0])
+
+
 def test_paired_accuracy_difference_by_hand():
     # A right on pairs 0, 1, 2; B right on 0 and 3; a zero margin is not right
     out = stats.paired_accuracy_difference([1.0, 0.5, 2.0, -1.0, 0.0], [3.0, -1.0, -0.5, 0.2, 0.0])

@@ -106,20 +106,27 @@ def test_repeats_already_recorded_with_the_same_settings_are_not_trained_again(t
 
 def test_the_seeds_summary_gives_across_seed_intervals_and_lists_what_is_missing(tmp_path, monkeypatch):
     cpu = config.get_profile("cpu").reinforce
-    gains = [0.2, 0.4, 0.3]
-    for seed, gain in enumerate(gains):
-        metrics = {m: 1.0 for m in studies.SEED_METRICS} | {"reward_delta_mean": gain, "reward_delta_ci95": [0, 1]}
-        name, folder = ("reinforce_ema", "") if seed == 0 else (f"reinforce_ema_seed{seed}", "seeds")
-        base_record(tmp_path, name, config.with_overrides(cpu, seed=seed), metrics=metrics, folder=folder)
+    gains = {"reinforce_ema": [0.2, 0.4, 0.3], "reinforce_ema_kl": [-0.1, 0.0, 0.05]}
+    for run, run_gains in gains.items():
+        for seed, gain in enumerate(run_gains):
+            metrics = {m: 1.0 for m in studies.SEED_METRICS} | {"reward_delta_mean": gain, "reward_delta_ci95": [0, 1]}
+            name, folder = (run, "") if seed == 0 else (f"{run}_seed{seed}", "seeds")
+            base_record(tmp_path, name, config.with_overrides(cpu, seed=seed), metrics=metrics, folder=folder)
     base_record(tmp_path, "reinforce_rloo", cpu, metrics={})
     monkeypatch.setattr(results, "ROOT", tmp_path)
-    out = studies.seeds_summary("cpu", ["reinforce_ema", "reinforce_rloo"])
+    out = studies.seeds_summary("cpu", ["reinforce_ema", "reinforce_rloo", "reinforce_ema_kl"])
     ema = out["configs"]["reinforce_ema"]
-    assert ema["per_seed"]["reward_delta_mean"] == gains
+    assert ema["per_seed"]["reward_delta_mean"] == gains["reinforce_ema"]
     assert ema["across_seeds"]["reward_delta_mean"]["mean"] == pytest.approx(0.3)
     assert ema["across_seeds"]["reward_delta_mean"]["ci95"] == pytest.approx([0.0516, 0.5484], abs=1e-4)
     assert ema["code_versions"] == ["abc"]
     assert out["incomplete"] == {"reinforce_rloo": {"missing_seeds": [1, 2]}}
+    # rankings only between complete configurations: EMA + KL against EMA, not RLOO against EMA
+    ranked = {(r["a"], r["b"], r["metric"]): r for r in out["rankings"]}
+    assert set(ranked) == {("reinforce_ema_kl", "reinforce_ema", m) for m in ("reward_delta_mean", "win_rate", "kl_to_sft")}
+    gain = ranked[("reinforce_ema_kl", "reinforce_ema", "reward_delta_mean")]
+    assert gain["diff"] == pytest.approx(-0.3166667) and gain["holds"] is True
+    assert ranked[("reinforce_ema_kl", "reinforce_ema", "kl_to_sft")]["holds"] is False  # equal KLs: no ranking
 
 
 # ------------------------------------------------------------------------------ over-optimisation
