@@ -25,6 +25,8 @@ test: setup
 	HF_HUB_OFFLINE=1 $(PY) -m pytest tests --ignore=tests/test_report.py
 	rm -rf checkpoints/smoke results/smoke  # smoke runs start fresh: a leftover checkpoint would skip their training
 	HF_HUB_OFFLINE=1 ALIGNLIB_PROFILE=smoke $(PY) -m pytest --nbval-lax -p no:cacheprovider notebooks
+	for study in rm-ablation seeds overoptimization; do \
+	  HF_HUB_OFFLINE=1 ALIGNLIB_PROFILE=smoke $(PY) -m alignlib.studies $$study || exit 1; done  # the report's study sections
 	HF_HUB_OFFLINE=1 ALIGNLIB_PROFILE=smoke $(PY) -m pytest tests/test_report.py
 
 report: setup

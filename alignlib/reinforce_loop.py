@@ -163,7 +163,8 @@ def train_reinforce(policy, tokenizer, reward_fn, prompts: list, cfg, ref_policy
         # 7. log (over all processes' rows)
         rewards, lengths = every(rewards), every(roll.lengths.float())
         row = {"step": it + 1, "train/loss": float(accelerator.reduce(loss.detach(), "mean")),
-               "reward/mean": float(rewards.mean()), "reward/std": float(rewards.std()), "advantage/baseline": b,
+               "reward/mean": float(rewards.mean()), "reward/std": float(rewards.std()) if rewards.numel() > 1 else 0.0,
+               "advantage/baseline": b,
                **advantage_stats(all_advantages), "kl/to_sft": float(every(kl).mean()) if kl is not None else None,
                "response/length": float(lengths.mean()), "response/ended_frac": float(every(roll.ended.float()).mean()),
                "policy/entropy": float(every(entropy).sum() / lengths.sum().clamp(min=1)),

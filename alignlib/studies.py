@@ -344,6 +344,55 @@ def write_overoptimization_summary(profile_name: str) -> dict:
     return out
 
 
+# ------------------------------------------------------------------------- reading the summaries
+
+SUMMARIES = {"rm_ablation": "make rm-ablation", "seeds": "make seeds", "overoptimization": "make overoptimization"}
+
+
+def read_summary(name: str, profile_name: str) -> dict | None:
+    """A study's summary (results/<profile>/<name>.json), or None, saying which command makes it, when it is not there."""
+    path = results.results_dir(profile_name) / f"{name}.json"
+    if not path.exists():
+        print(f"{path.relative_to(results.ROOT)} does not exist yet: `ALIGNLIB_PROFILE={profile_name} {SUMMARIES[name]}` "
+              "writes it (hours on a CPU; resumable)")
+        return None
+    return json.loads(path.read_text())
+
+
+def seeds_table(summary: dict, labels: dict):
+    """One row per complete configuration: the reward gain and win-rate of each seed and over seeds (t interval)."""
+    import pandas as pd
+
+    rows = {}
+    for name, c in summary["configs"].items():
+        a, row = c["across_seeds"], {}
+        for i, seed in enumerate(summary["seeds"]):
+            row[f"gain, seed {seed}"] = c["per_seed"]["reward_delta_mean"][i]
+        row |= {"gain: mean over seeds": a["reward_delta_mean"]["mean"], "gain: 95% CI over seeds": a["reward_delta_mean"]["ci95"],
+                "win-rate: mean": a["win_rate"]["mean"], "win-rate: 95% CI over seeds": a["win_rate"]["ci95"],
+                "KL: mean": a["kl_to_sft"]["mean"], "KL: sd": a["kl_to_sft"]["sd"]}
+        rows[labels.get(name, name)] = row
+    return pd.DataFrame(rows).T
+
+
+def rankings_table(summary: dict, labels: dict):
+    """Each ranking the report makes, A minus B over seeds, and whether it holds."""
+    import pandas as pd
+
+    return pd.DataFrame([{"A": labels.get(r["a"], r["a"]), "B": labels.get(r["b"], r["b"]), "metric": r["metric"],
+                          "A - B": r["diff"], "95% CI over seeds": r["ci95"], "holds": r["holds"]} for r in summary["rankings"]])
+
+
+def overoptimization_table(summary: dict, labels: dict):
+    """One row per (policy, iteration): KL to SFT, proxy and judge gain (SFT-reward sds), judge win-rate."""
+    import pandas as pd
+
+    return pd.DataFrame([{"policy": labels.get(name, name), "iteration": p["iteration"], "KL to SFT": p["kl_to_sft"],
+                          "proxy gain (sd)": p["proxy_gain_sd"], "judge gain (sd)": p["judge_gain_sd"],
+                          "judge win-rate": p["judge_win_rate"], "length": p["length_rl"]}
+                         for name, run in summary["policies"].items() for p in run["points"]]).set_index(["policy", "iteration"])
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m alignlib.studies", description=__doc__.split("\n\n")[0])
     parser.add_argument("study", choices=("rm-ablation", "seeds", "overoptimization"))

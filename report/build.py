@@ -32,8 +32,8 @@ NEEDED = {
     "comparison": "notebooks/05_comparison.ipynb",
 }
 
-# the studies' summaries (alignlib/studies.py): each adds its section to the report once it exists
-STUDIES = {"rm_ablation": "make rm-ablation", "seeds": "make seeds", "overoptimization": "make overoptimization"}
+# the studies' summaries (alignlib/studies.py SUMMARIES): each adds its section to the report once it exists
+STUDIES = ("rm_ablation", "seeds", "overoptimization")
 
 
 def studies_present(profile: str) -> list[str]:

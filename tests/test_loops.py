@@ -353,8 +353,6 @@ def test_the_reinforce_loop_checkpoints_every_checkpoint_every_iterations_and_at
     assert [args[1] for args, _ in saved.calls] == [3, 4]
 
 
-# known gap: the loop's reward/std of a one-reply batch is NaN (torch's unbiased std); a fix in train_reinforce is due
-@pytest.mark.filterwarnings("ignore:std\\(\\)")
 def test_the_entropy_is_per_reply_token_even_for_a_single_token(tiny_policy, tokenizer):
     """One prompt, one new token: the logged entropy is that of the policy's distribution at that token."""
     from alignlib import logprobs
@@ -366,7 +364,7 @@ def test_the_entropy_is_per_reply_token_even_for_a_single_token(tiny_policy, tok
     hist = reinforce_loop.train_reinforce(tiny_policy, tokenizer, scripted_reward([[1.0]]), prompt,
                                           smoke_rl(iterations=1, prompts_per_iter=1, max_new_tokens=1), progress=False)
     assert hist["response/length"] == [1.0] and hist["policy/entropy"] == [pytest.approx(expected, rel=1e-4)]
-    assert hist["advantage/var"] == [0.0]  # one reply: no spread, and no NaN
+    assert hist["advantage/var"] == [0.0] and hist["reward/std"] == [0.0]  # one reply: no spread, and no NaN
 
 
 def test_an_interrupted_reinforce_run_resumes_to_the_same_history_and_weights(tokenizer, tmp_path):

@@ -83,3 +83,38 @@ def test_missing_record_names_the_notebook(tmp_path, monkeypatch):
     (tmp_path / "results" / PROFILE).mkdir(parents=True)
     with pytest.raises(SystemExit, match="run notebooks/02_scalar_reward_model.ipynb"):
         build.build(PROFILE, tmp_path / "x.pdf")
+
+
+def summary(name):
+    path = ROOT / "results" / PROFILE / f"{name}.json"
+    if not path.exists():
+        pytest.skip(f"{path} is missing: `make test` writes it with `python -m alignlib.studies` at the smoke profile")
+    return json.loads(path.read_text())
+
+
+def test_report_shows_the_ablation_table(pdf_text):
+    variants = summary("rm_ablation")["variants"]
+    assert "Tuning on development pairs" in pdf_text
+    for v in variants:
+        lo, hi = v["dev accuracy 95% CI"]
+        assert f"{fmt(v['dev accuracy'])} [{fmt(lo)}, {fmt(hi)}]" in pdf_text
+
+
+def test_report_shows_the_seeds_and_withdraws_what_they_do_not_rank(pdf_text):
+    seeds = summary("seeds")
+    assert "Seeds: what holds across training runs" in pdf_text
+    ema = seeds["configs"]["reinforce_ema"]["across_seeds"]["reward_delta_mean"]
+    lo, hi = ema["ci95"]
+    sign = "+" if ema["mean"] >= 0 else "−"
+    assert f"{sign}{fmt(abs(ema['mean']))} [{fmt(lo)}, {fmt(hi)}]".replace("-", "−") in pdf_text.replace("-", "−")
+    verdicts = pdf_text.count("not ranked (withdrawn)")
+    assert verdicts == sum(not r["holds"] for r in seeds["rankings"])
+    assert "no ranking between configurations is claimed" not in pdf_text
+
+
+def test_report_shows_the_overoptimisation_against_the_held_out_judge(pdf_text):
+    overopt = summary("overoptimization")
+    assert "Over-optimisation: a judge the policy never saw" in pdf_text
+    assert "Proxy and judge reward gain over SFT" in pdf_text  # the figure's caption
+    last = overopt["policies"]["reinforce_ema"]["points"][-1]
+    assert f"after {last['iteration']} iterations" in pdf_text
