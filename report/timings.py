@@ -52,11 +52,14 @@ def readme_section() -> str:
     t = json.loads(RECORD.read_text()) if RECORD.exists() else {}
     if "make_test_fresh_clone_s" not in t:
         return "`make test` has not been timed yet: run `python report/timings.py measure-test`."
+    phases = {what: float(re.search(r" in ([0-9.]+)s", line).group(1))
+              for what, line in zip(PHASES, t.get("pytest_summaries", []))}
+    rest = t["make_test_fresh_clone_s"] - t.get("setup_s", 0.0) - sum(phases.values())  # outside pytest: the studies
     return (f"`make test` on a fresh clone, venv and installs included: **{t['make_test_fresh_clone_s'] / 60:.1f} min** "
             f"on {t['machine']} (commit {t['commit']}, {t['measured']}; `python report/timings.py measure-test`). "
             + (f"Of that, {t['setup_s'] / 60:.1f} min is `make setup`" if "setup_s" in t else "")
-            + "".join(f", {float(re.search(r' in ([0-9.]+)s', line).group(1)) / 60:.1f} min {what}"
-                      for what, line in zip(PHASES, t.get("pytest_summaries", [])))
+            + "".join(f", {seconds / 60:.1f} min {what}" for what, seconds in phases.items())
+            + f", and {rest / 60:.1f} min outside pytest: the three studies at the smoke profile"
             + ". The notebooks at `smoke` train the real 135M model (five one-iteration REINFORCE runs and five "
             "one-step reward models, on prompts and pairs cut to 64 tokens, without checkpoints); the unit tests "
             "include two-process runs under `accelerate launch`, and the first one converts the offline GGUF "
