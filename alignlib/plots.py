@@ -173,6 +173,27 @@ def advantage_variance(histories: dict, window: int = 10, path=None):
 
 
 @styled
+def advantage_moments(histories: dict, window: int = 10, path=None):
+    """Per iteration, the mean advantage E[A] (an EMA baseline's lag; 0 for leave-one-out) and the second moment
+    E[A^2] = Var(A) + E[A]^2 that scales the policy gradient's noise, with Var(A) dashed; one colour per run."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.4))
+    for i, (label, h) in enumerate(histories.items()):
+        it, color = np.asarray(h["step"]), f"C{i}"
+        axes[0].plot(it, h["advantage/mean"], color=color, alpha=0.25, lw=0.8)
+        axes[0].plot(it, smooth(h["advantage/mean"], window), color=color, lw=2, label=label)
+        axes[1].plot(it, smooth(h["advantage/sq_mean"], window), color=color, lw=2,
+                     label=f"{label}: E[A²] (mean {np.mean(h['advantage/sq_mean']):.3f})")
+        axes[1].plot(it, smooth(h["advantage/var"], window), color=color, lw=1.2, ls="--")
+    axes[0].axhline(0, color="k", lw=0.8)
+    axes[0].set(xlabel="iteration", ylabel="E[A] in the batch", title="Mean advantage: the baseline's lag")
+    axes[1].set(xlabel="iteration", ylabel="E[A²] (solid), Var(A) (dashed)", title="Second moment of the advantages")
+    axes[0].legend(fontsize=8)
+    axes[1].legend(fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+@styled
 def paired_rewards(r_sft, r_rl, path=None, title="Same prompt: SFT vs RL reward"):
     fig, ax = plt.subplots(figsize=(4.6, 4.2))
     ax.scatter(r_sft, r_rl, s=10, alpha=0.6, color="#1d3557")
