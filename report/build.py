@@ -40,6 +40,14 @@ def studies_present(profile: str) -> list[str]:
     return [name for name in STUDIES if (ROOT / "results" / profile / f"{name}.json").exists()]
 
 
+# the records of the full profile (the original settings, on a GPU) that the report sets beside its own
+FULL_COLUMN = ("rm_scalar", "rm_prob", "reinforce_ema")
+
+
+def full_column(profile: str) -> bool:
+    return profile != "full" and all((ROOT / "results" / "full" / f"{n}.json").exists() for n in FULL_COLUMN)
+
+
 def missing_records(profile: str) -> list[str]:
     problems = []
     for name, notebook in NEEDED.items():
@@ -69,7 +77,8 @@ def build(profile: str, output: Path | None = None) -> Path:
         raise SystemExit("Cannot build the report:\n  " + "\n  ".join(problems))
     output = output or ROOT / "report" / ("report.pdf" if profile == "cpu" else f"report-{profile}.pdf")
     typst.compile(str(ROOT / "report" / "report.typ"), output=str(output), root=str(ROOT),
-                  sys_inputs={"profile": profile, "studies": ",".join(studies_present(profile))})
+                  sys_inputs={"profile": profile, "studies": ",".join(studies_present(profile)),
+                              "full": "1" if full_column(profile) else ""})
     return output
 
 
