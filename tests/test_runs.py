@@ -27,3 +27,31 @@ def test_trained_on_reads_the_reward_model_from_the_record():
     assert runs.trained_on({"config": {"reward_model": "checkpoints/cpu/rm_scalar"}}) == "rm_scalar"
     with pytest.raises(ValueError, match="does not name its reward model"):
         runs.trained_on({"name": "reinforce_old", "config": {}})
+
+
+def test_the_reload_check_passes_a_faithful_copy_and_stops_on_a_different_model(tiny_rm, tokenizer, tmp_path, monkeypatch):
+    import copy
+
+    import torch
+
+    from alignlib import models, results
+    from test_reward import toy_pairs
+
+    monkeypatch.setattr(results, "ROOT", tmp_path)
+    smoke = config.get_profile("smoke")
+    model = tiny_rm(seed=3)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)
+    faithful = copy.deepcopy(model)
+    monkeypatch.setattr(models, "load_reward_model", lambda adapter, labels: faithful)
+    adapter, diff = runs.save_and_check(model, "rm_x", smoke, smoke.rm_scalar, tokenizer, toy_pairs(), publish=False)
+    assert adapter == tmp_path / "checkpoints" / "smoke" / "rm_x" and (adapter / "adapter_config.json").exists()
+    assert diff == 0.0
+    other = copy.deepcopy(model)
+    with torch.no_grad():
+        other.base_model.model.score.weight.add_(0.1)  # e.g. a head that was not saved
+    monkeypatch.setattr(models, "load_reward_model", lambda adapter, labels: other)
+    with pytest.raises(RuntimeError, match="does not reproduce the trained model's rewards"):
+        runs.save_and_check(model, "rm_x", smoke, smoke.rm_scalar, tokenizer, toy_pairs(), publish=False)
