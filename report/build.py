@@ -78,7 +78,9 @@ def build(profile: str, output: Path | None = None) -> Path:
     output = output or ROOT / "report" / ("report.pdf" if profile == "cpu" else f"report-{profile}.pdf")
     typst.compile(str(ROOT / "report" / "report.typ"), output=str(output), root=str(ROOT),
                   sys_inputs={"profile": profile, "studies": ",".join(studies_present(profile)),
-                              "full": "1" if full_column(profile) else ""})
+                              "full": "1" if full_column(profile) else "",
+                              "full_seeds": "1" if full_column(profile) and (ROOT / "results" / "full" / "seeds.json").exists()
+                              else ""})
     return output
 
 
