@@ -29,6 +29,7 @@ def seed_everything(seed: int) -> None:
     prompt order, per-iteration sampling seeds), so this guards what libraries draw globally
     (LoRA initialisation, dropout). The seed is stored in every run record.
     """
+    loaded_code_version()  # the code this process runs: pinned before the run, however long it takes
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
@@ -90,6 +91,16 @@ def code_version() -> str:
     return last.stdout.strip()[:12] + ("+dirty" if dirty else "")
 
 
+_LOADED: dict[Path, str] = {}
+
+
+def loaded_code_version() -> str:
+    """`code_version()` as it was when this process first asked (its first run's `seed_everything`):
+    the code the process imported. A run of hours goes on with the code it loaded even when the
+    checkout changes under it, and its record must say that code, not the checkout's at the end."""
+    return _LOADED.setdefault(ROOT, code_version())
+
+
 def _clean(x):
     """JSON-safe copy: tensors and numpy numbers to Python, NaN/inf refused."""
     if isinstance(x, dict):
@@ -127,7 +138,7 @@ def write_record(name: str, profile: str, *, model_source: str, data_source: str
         "device": device.type,
         **precision.describe(amp, device),
         "created": time.strftime("%Y-%m-%d %H:%M:%S"),
-        "code_version": code_version(),
+        "code_version": loaded_code_version(),
         "config": config,
         "metrics": metrics,
         **extra,

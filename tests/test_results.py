@@ -61,3 +61,14 @@ def test_code_version_is_the_last_commit_that_changed_the_code(tmp_path, monkeyp
     assert results.code_version() == code_commit[:12] != git("rev-parse", "HEAD")[:12]
     (tmp_path / "alignlib" / "loop.py").write_text("x = 2\n")
     assert results.code_version() == code_commit[:12] + "+dirty"
+
+
+def test_a_record_carries_the_code_its_process_loaded_not_the_checkout_at_the_end(tmp_path, monkeypatch):
+    """A run that outlives a commit (hours on a CPU) records the version of the code it started with."""
+    versions = iter(["aaaaaaaaaaaa", "bbbbbbbbbbbb"])
+    monkeypatch.setattr(results, "code_version", lambda: next(versions))
+    monkeypatch.setattr(results, "_LOADED", {})
+    monkeypatch.setattr(results, "results_dir", lambda profile: tmp_path)
+    results.seed_everything(0)  # the run starts: "aaa..." is the checkout's code now
+    path = write("long_run", {"accuracy": 0.5})  # the checkout has moved on to "bbb..." meanwhile
+    assert json.loads(path.read_text())["code_version"] == "aaaaaaaaaaaa"
