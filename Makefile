@@ -59,8 +59,9 @@ mutants: setup
 	$(PY) report/mutation_score.py
 
 # make rm-ablation   the scalar RM's settings tried on the development pairs -> results/<profile>/rm_dev/*.json
-#                    (profile cpu; resumable, one record per variant; the baseline's wall_time_s in its record:
-#                    80 min on AMD EPYC, 2 cores, float32; the 2-epoch and 2x-pairs variants take about twice that)
+#                    (profile cpu; resumable, one record per variant; wall_time_s and peak_memory_mb in the records,
+#                    AMD EPYC, 2 cores, float32: baseline 80 min and 13 GB, all_linear 108 min and 22 GB; the 2-epoch
+#                    and 2x-pairs variants train twice the baseline's steps)
 rm-ablation: setup
 	ALIGNLIB_PROFILE=$${ALIGNLIB_PROFILE:-cpu} $(PY) -m alignlib.studies rm-ablation
 
