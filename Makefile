@@ -64,18 +64,21 @@ mutants: setup
 #                    and 2x-pairs variants train twice the baseline's steps)
 rm-ablation: setup
 	ALIGNLIB_PROFILE=$${ALIGNLIB_PROFILE:-cpu} $(PY) -m alignlib.studies rm-ablation
+	$(PY) report/readme_table.py cpu  # the README's tables from the cpu records
 
 # make seeds   the notebooks' REINFORCE runs again with training seeds 1 and 2 (after make report), at
 #              $ALIGNLIB_PROFILE (default: full with CUDA, else cpu) -> results/<profile>/seeds/*.json and
 #              the across-seed statistics in results/<profile>/seeds.json; resumable, one record per run
 seeds: setup
 	$(PY) -m alignlib.studies seeds
+	$(PY) report/readme_table.py cpu  # the README's tables from the cpu records
 
 # make overoptimization   a proxy RM and a held-out judge RM on disjoint halves of the training prompts, then
 #                         notebook 03's EMA runs (with and without the KL penalty) against the proxy, judged every
 #                         few iterations -> results/<profile>/overopt/*.json and overoptimization.json; resumable
 overoptimization: setup
 	$(PY) -m alignlib.studies overoptimization
+	$(PY) report/readme_table.py cpu  # the README's tables from the cpu records
 
 # make colab-links   point the Colab badges and clone cells at [project.urls] Repository of pyproject.toml
 colab-links:

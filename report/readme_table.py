@@ -232,6 +232,47 @@ def costs_table(profile: str = "cpu") -> str:
         "described by its own `make bench` record, `results/bench_native_bf16_cpu.json`.")
 
 
+def studies_tables(profile: str = "cpu") -> str:
+    """The studies' summaries (alignlib/studies.py) as far as they exist: the RM ablation on the development pairs
+    with each variant's cost, the across-seed statistics and rankings, and the over-optimisation points' ends."""
+    out = []
+    abl = load(profile, "rm_ablation")
+    if abl:
+        out += [f"Scalar RM ablation (`make rm-ablation`, profile `{profile}`), scored on "
+                f"{abl['variants'][0]['dev pairs']} development pairs, never on validation:", "",
+                "| variant | pairs | LoRA on | epochs | dev accuracy (95% CI) | minus baseline (paired 95% CI) "
+                "| run time | peak memory |", "|---|---|---|---|---|---|---|---|"]
+        for v in abl["variants"]:
+            r = load(profile, f"rm_dev/{v['variant']}")
+            lora = "all linear layers" if len(v["LoRA on"].split(", ")) == 7 else v["LoRA on"]
+            diff = "-" if v["variant"] == "baseline" else f"{v['vs baseline']:+.3f} {ci(v['vs baseline 95% CI'])}"
+            out.append(f"| {v['variant']} | {v['train pairs']} | {lora} | {v['epochs']} | {v['dev accuracy']:.3f} "
+                       f"{ci(v['dev accuracy 95% CI'])} | {diff} | {r['wall_time_s'] / 60:.0f} min | "
+                       f"{r['peak_memory_mb'] / 1024:.1f} GB |")
+        hw = load(profile, f"rm_dev/{abl['variants'][0]['variant']}")["hardware"]
+        out += ["", f"Run times and memory on {hw}." + (f" Not yet run: {', '.join(abl['missing'])}." if abl["missing"] else "")]
+    seeds = load(profile, "seeds")
+    if seeds and seeds["configs"]:
+        out += ["", f"Across training seeds {', '.join(map(str, seeds['seeds']))} (`make seeds`): reward gain over SFT, "
+                "mean and 95% t-interval over seeds:", "", "| configuration | gain per seed | mean (95% CI over seeds) |",
+                "|---|---|---|"]
+        for name, c in seeds["configs"].items():
+            a = c["across_seeds"]["reward_delta_mean"]
+            out.append(f"| {name} | {', '.join(f'{x:+.3f}' for x in c['per_seed']['reward_delta_mean'])} | "
+                       f"{a['mean']:+.3f} {ci(a['ci95'])} |")
+        held = [f"{r['a']} - {r['b']} ({r['metric']})" for r in seeds["rankings"] if r["holds"]]
+        out += ["", "Rankings that hold over seeds: " + (", ".join(held) if held else "none") + "."]
+    overopt = load(profile, "overoptimization")
+    if overopt and overopt["policies"]:
+        out += ["", "Over-optimisation (`make overoptimization`), last point of each run:"]
+        for name, run in overopt["policies"].items():
+            last = run["points"][-1]
+            out.append(f"- {name}: iteration {last['iteration']}, KL {last['kl_to_sft']:.1f} nats, proxy gain "
+                       f"{last['proxy_gain_sd']:+.2f} sd, judge gain {last['judge_gain_sd']:+.2f} sd"
+                       + ("" if run["complete"] else " (not complete)"))
+    return "\n".join(out) if out else "No study has run at this profile yet."
+
+
 def replace_between(text: str, start: str, end: str, body: str) -> str:
     if start not in text or end not in text:
         raise SystemExit(f"README.md lacks the {start} / {end} markers")
@@ -246,6 +287,7 @@ def update_readme(profile: str) -> None:
     text = replace_between(text, "<!-- bench:start -->", "<!-- bench:end -->", bench_table())
     text = replace_between(text, "<!-- profile:start -->", "<!-- profile:end -->", profile_tables())
     text = replace_between(text, "<!-- costs:start -->", "<!-- costs:end -->", costs_table())
+    text = replace_between(text, "<!-- studies:start -->", "<!-- studies:end -->", studies_tables(profile))
     readme.write_text(text)
 
 
