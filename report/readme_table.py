@@ -281,13 +281,16 @@ def replace_between(text: str, start: str, end: str, body: str) -> str:
     return f"{head}{start}\n{body}\n{end}{tail}"
 
 
+# README section (between <!-- name:start --> and <!-- name:end -->) -> what writes it, from a profile's records
+SECTIONS = {"results": table, "bench": lambda profile: bench_table(), "profile": lambda profile: profile_tables(),
+            "costs": lambda profile: costs_table(), "studies": studies_tables}
+
+
 def update_readme(profile: str) -> None:
     readme = ROOT / "README.md"
-    text = replace_between(readme.read_text(), START, END, table(profile))
-    text = replace_between(text, "<!-- bench:start -->", "<!-- bench:end -->", bench_table())
-    text = replace_between(text, "<!-- profile:start -->", "<!-- profile:end -->", profile_tables())
-    text = replace_between(text, "<!-- costs:start -->", "<!-- costs:end -->", costs_table())
-    text = replace_between(text, "<!-- studies:start -->", "<!-- studies:end -->", studies_tables(profile))
+    text = readme.read_text()
+    for name, write in SECTIONS.items():
+        text = replace_between(text, f"<!-- {name}:start -->", f"<!-- {name}:end -->", write(profile))
     readme.write_text(text)
 
 
