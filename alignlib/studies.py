@@ -102,8 +102,9 @@ def rm_ablation_table(profile_name: str):
     for variant, r in records.items():
         m, rm = r["metrics"], r["config"]["rm"]
         row = {"variant": variant, "train pairs": m["train_pairs"], "LoRA on": ", ".join(rm["lora_target_modules"]),
-               "epochs": rm["epochs"], "dev pairs": m["n_pairs"], "dev accuracy": m["val_accuracy"], "dev accuracy 95% CI": m["val_accuracy_ci95"],
-               "dev loss": m["val_loss"], "train min": m["train_wall_time_s"] / 60}
+               "epochs": rm["epochs"], "dev pairs": m["n_pairs"], "dev accuracy": m["val_accuracy"],
+               "dev accuracy 95% CI": m["val_accuracy_ci95"], "dev loss": m["val_loss"],
+               "train min": m["train_wall_time_s"] / 60}
         if base is not None:
             d = stats.paired_accuracy_difference(r["margins"], base["margins"])
             row.update({"vs baseline": d["accuracy_diff"], "vs baseline 95% CI": d["accuracy_diff_ci95"]})
@@ -360,7 +361,8 @@ def read_summary(name: str, profile_name: str) -> dict | None:
 
 
 def seeds_table(summary: dict, labels: dict):
-    """One row per complete configuration: the reward gain and win-rate of each seed and over seeds (t interval)."""
+    """One row per complete configuration: the reward gain of each seed, and the gain, win-rate and KL over
+    seeds (mean and t interval; KL mean and sd)."""
     import pandas as pd
 
     rows = {}
