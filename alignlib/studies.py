@@ -104,7 +104,7 @@ def rm_ablation_table(profile_name: str):
         row = {"variant": variant, "train pairs": m["train_pairs"], "LoRA on": ", ".join(rm["lora_target_modules"]),
                "epochs": rm["epochs"], "dev pairs": m["n_pairs"], "dev accuracy": m["val_accuracy"],
                "dev accuracy 95% CI": m["val_accuracy_ci95"], "dev loss": m["val_loss"],
-               "train min": m["train_wall_time_s"] / 60}
+               "train min": m["train_wall_time_s"] / 60, "peak memory GB": r["peak_memory_mb"] / 1024}
         if base is not None:
             d = stats.paired_accuracy_difference(r["margins"], base["margins"])
             row.update({"vs baseline": d["accuracy_diff"], "vs baseline 95% CI": d["accuracy_diff_ci95"]})

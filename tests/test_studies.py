@@ -13,7 +13,7 @@ def fake_record(root, name, settings, margins, accuracy):
     path.parent.mkdir(parents=True, exist_ok=True)
     metrics = {"train_pairs": settings["data"]["max_train_pairs"], "val_accuracy": accuracy,
                "val_accuracy_ci95": [accuracy - 0.1, accuracy + 0.1], "val_loss": 0.6, "train_wall_time_s": 600.0, "n_pairs": len(margins)}
-    path.write_text(json.dumps({"config": settings, "metrics": metrics, "margins": margins}))
+    path.write_text(json.dumps({"config": settings, "metrics": metrics, "margins": margins, "peak_memory_mb": 2048.0}))
 
 
 def settings_of(run):
@@ -60,7 +60,7 @@ def test_the_ablation_table_pairs_each_variant_with_the_baseline(tmp_path, monke
     assert table.loc["baseline", "vs baseline"] == 0.0
     assert table.loc["all_linear", "vs baseline"] == pytest.approx(0.25)  # right on 3 of 4 against 2 of 4
     assert table.loc["all_linear", "LoRA on"].startswith("q_proj, k_proj") and table.loc["baseline", "train min"] == 10
-    assert table.loc["all_linear", "dev pairs"] == 4
+    assert table.loc["all_linear", "dev pairs"] == 4 and table.loc["all_linear", "peak memory GB"] == 2.0
     summary = studies.write_rm_ablation_summary("cpu")  # what the report and notebook 02 read
     assert json.loads((tmp_path / "results" / "cpu" / "rm_ablation.json").read_text()) == summary
     assert [v["variant"] for v in summary["variants"]] == ["baseline", "all_linear"]
