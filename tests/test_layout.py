@@ -75,3 +75,15 @@ def test_figures_apply_the_house_style_only_while_drawing():
     fig = plots.paired_rewards([0.0, 1.0, 2.0], [0.5, 1.5, 1.0])
     assert fig.dpi == plots.STYLE["figure.dpi"]
     assert dict(matplotlib.rcParams) == before
+
+
+def test_every_notebook_is_valid_nbformat_with_cell_ids():
+    """Cells added by a script need ids too (nbformat 4.5), or Jupyter rewrites every notebook on save."""
+    import json
+
+    import nbformat
+
+    for path in sorted((PACKAGE.parent / "notebooks").glob("*.ipynb")):
+        raw = json.loads(path.read_text())
+        assert all("id" in cell for cell in raw["cells"]), f"{path.name}: a cell without an id"
+        nbformat.validate(nbformat.reads(path.read_text(), as_version=4))
