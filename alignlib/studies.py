@@ -90,13 +90,18 @@ def rm_ablation(profile, variants=None) -> None:
         runs.reward_model_run(name, variant_profile, cfg, tokenizer, prefs, extra_config=extra)
 
 
-def rm_ablation_table(profile_name: str):
+def rm_ablation_records(profile_name: str) -> dict:
+    """variant -> its record, for the variants that have one."""
+    paths = {v: results.record_path(f"{RM_ABLATION_DIR}/{v}", profile_name) for v in RM_ABLATION}
+    return {v: json.loads(path.read_text()) for v, path in paths.items() if path.exists()}
+
+
+def rm_ablation_table(profile_name: str, records: dict | None = None):
     """One row per finished variant: what it changes, its development accuracy and loss, and its
     accuracy minus the baseline's on the same development pairs (paired bootstrap interval)."""
     import pandas as pd
 
-    paths = {v: results.record_path(f"{RM_ABLATION_DIR}/{v}", profile_name) for v in RM_ABLATION}
-    records = {v: json.loads(path.read_text()) for v, path in paths.items() if path.exists()}
+    records = rm_ablation_records(profile_name) if records is None else records
     base = records.get("baseline")
     rows = []
     for variant, r in records.items():
@@ -115,10 +120,9 @@ def rm_ablation_table(profile_name: str):
 def write_rm_ablation_summary(profile_name: str) -> dict:
     """results/<profile>/rm_ablation.json: `rm_ablation_table`'s rows (what the report and notebook 02 show),
     the variants still missing, and the code that made each record."""
-    table = rm_ablation_table(profile_name)
-    rows = json.loads(table.to_json(orient="records"))
-    versions = {v: json.loads(results.record_path(f"{RM_ABLATION_DIR}/{v}", profile_name).read_text()).get("code_version")
-                for v in table["variant"]} if rows else {}
+    records = rm_ablation_records(profile_name)
+    rows = json.loads(rm_ablation_table(profile_name, records).to_json(orient="records"))
+    versions = {v: r.get("code_version") for v, r in records.items()}
     out = {"evaluated_on": "development", "variants": rows, "missing": [v for v in RM_ABLATION if v not in versions],
            "code_versions": versions}
     path = results.results_dir(profile_name) / "rm_ablation.json"

@@ -2,8 +2,8 @@
 
     python report/readme_table.py [profile]
 
-The table replaces whatever stands between the `<!-- results:start -->` and
-`<!-- results:end -->` markers of README.md; records that do not exist yet are left out.
+Each table replaces whatever stands between its `<!-- name:start -->` and `<!-- name:end -->`
+markers of README.md (`SECTIONS`); records that do not exist yet are left out.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-START, END = "<!-- results:start -->", "<!-- results:end -->"
 
 
 def load(profile: str, name: str) -> dict | None:
@@ -243,14 +242,13 @@ def studies_tables(profile: str = "cpu") -> str:
                 "| variant | pairs | LoRA on | epochs | dev accuracy (95% CI) | minus baseline (paired 95% CI) "
                 "| run time | peak memory |", "|---|---|---|---|---|---|---|---|"]
         for v in abl["variants"]:
-            r = load(profile, f"rm_dev/{v['variant']}")
+            r = load(profile, f"rm_dev/{v['variant']}")  # the whole run's time, beside the summary's training time
             lora = "all linear layers" if len(v["LoRA on"].split(", ")) == 7 else v["LoRA on"]
             diff = "-" if v["variant"] == "baseline" else f"{v['vs baseline']:+.3f} {ci(v['vs baseline 95% CI'])}"
             out.append(f"| {v['variant']} | {v['train pairs']} | {lora} | {v['epochs']} | {v['dev accuracy']:.3f} "
                        f"{ci(v['dev accuracy 95% CI'])} | {diff} | {r['wall_time_s'] / 60:.0f} min | "
-                       f"{r['peak_memory_mb'] / 1024:.1f} GB |")
-        hw = load(profile, f"rm_dev/{abl['variants'][0]['variant']}")["hardware"]
-        out += ["", f"Run times and memory on {hw}." + (f" Not yet run: {', '.join(abl['missing'])}." if abl["missing"] else "")]
+                       f"{v['peak memory GB']:.1f} GB |")
+        out += ["", f"Run times and memory on {r['hardware']}." + (f" Not yet run: {', '.join(abl['missing'])}." if abl["missing"] else "")]
     seeds = load(profile, "seeds")
     if seeds and seeds["configs"]:
         out += ["", f"Across training seeds {', '.join(map(str, seeds['seeds']))} (`make seeds`): reward gain over SFT, "
