@@ -40,10 +40,13 @@ def evaluation_prompts(validation: list[PreferencePair], tokenizer, cfg) -> list
 
 
 def rm_adapter_dir(profile: str, name: str = "rm_scalar") -> Path:
-    """The reward model of this profile if notebook 02/04 trained one here, else the published cpu one."""
-    local = results.checkpoints_dir(profile) / name
-    if (local / "adapter_config.json").exists():
-        return local
+    """The reward model `name` of this profile: the one notebook 02/04 trained on this machine, else the
+    one this profile published (results/<profile>/adapters/, e.g. the full profile's, trained on a GPU),
+    else the published cpu one. A run records which one it used (its config's "reward_model")."""
+    candidates = (results.checkpoints_dir(profile) / name, results.ROOT / "results" / profile / "adapters" / name)
+    for adapter in candidates:
+        if (adapter / "adapter_config.json").exists():
+            return adapter
     return results.ROOT / "results" / "cpu" / "adapters" / name
 
 

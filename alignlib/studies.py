@@ -219,6 +219,18 @@ def seeds_summary(profile_name: str, names=SEEDED_RUNS, seeds=SEEDS) -> dict:
     out["rankings"] = [{"a": a, "b": b, "metric": m, **stats.seed_difference(out["configs"][a]["per_seed"][m],
                                                                            out["configs"][b]["per_seed"][m])}
                        for a, b, metrics in SEED_RANKINGS if a in out["configs"] and b in out["configs"] for m in metrics]
+    return out | flat_seed_keys(out["configs"])
+
+
+def flat_seed_keys(configs: dict) -> dict:
+    """DESIGN.md's flat keys of seeds.json, `<config>/<metric>` with the config's short name (ema, rloo, ema_kl,
+    prob_expected, prob_sampled): n_seeds, and the mean and the interval over seeds of the gain and the win-rate."""
+    out = {}
+    for name, c in configs.items():
+        short, gain, win = name.removeprefix("reinforce_"), c["across_seeds"]["reward_delta_mean"], c["across_seeds"]["win_rate"]
+        out |= {f"{short}/n_seeds": gain["n"], f"{short}/reward_delta_mean": gain["mean"],
+                f"{short}/reward_delta_seed_sd": gain["sd"], f"{short}/reward_delta_seed_ci95": gain["ci95"],
+                f"{short}/win_rate_mean": win["mean"], f"{short}/win_rate_seed_ci95": win["ci95"]}
     return out
 
 

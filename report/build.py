@@ -44,8 +44,11 @@ def studies_present(profile: str) -> list[str]:
 FULL_COLUMN = ("rm_scalar", "rm_prob", "reinforce_ema")
 
 
-def full_column(profile: str) -> bool:
-    return profile != "full" and all((ROOT / "results" / "full" / f"{n}.json").exists() for n in FULL_COLUMN)
+def full_column(profile: str) -> list[str]:
+    """The full profile's records of FULL_COLUMN that exist, for the column beside this profile's: none
+    without the scalar RM (a GPU session may have run only some; the column says which are still to run)."""
+    have = [n for n in FULL_COLUMN if (ROOT / "results" / "full" / f"{n}.json").exists()]
+    return have if profile != "full" and "rm_scalar" in have else []
 
 
 def missing_records(profile: str) -> list[str]:
@@ -78,9 +81,9 @@ def build(profile: str, output: Path | None = None) -> Path:
     output = output or ROOT / "report" / ("report.pdf" if profile == "cpu" else f"report-{profile}.pdf")
     typst.compile(str(ROOT / "report" / "report.typ"), output=str(output), root=str(ROOT),
                   sys_inputs={"profile": profile, "studies": ",".join(studies_present(profile)),
-                              "full": "1" if full_column(profile) else "",
-                              "full_seeds": "1" if full_column(profile) and (ROOT / "results" / "full" / "seeds.json").exists()
-                              else ""})
+                              "full": ",".join(full_column(profile)),
+                              "full_seeds": "1" if "reinforce_ema" in full_column(profile)
+                              and (ROOT / "results" / "full" / "seeds.json").exists() else ""})
     return output
 
 

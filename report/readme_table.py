@@ -271,6 +271,28 @@ def studies_tables(profile: str = "cpu") -> str:
     return "\n".join(out) if out else "No study has run at this profile yet."
 
 
+FULL_RUNS = {"rm_scalar": "python -m alignlib.train rm --publish", "rm_prob": "python -m alignlib.train rm --labels 10 --publish",
+             "reinforce_ema": "python -m alignlib.train reinforce"}
+
+
+def full_profile_runs(profile: str = "cpu") -> str:
+    """The full profile's records in results/full/ (GPU runs): what each gives and on which GPU, and which are still to run."""
+    have = {n: r for n in FULL_RUNS if (r := load("full", n))}
+    if not have:
+        return "No run of the `full` profile is recorded in `results/full/` yet, so this README gives no GPU figures."
+    lines = ["Runs of the `full` profile (the original settings, on the offline data and weights; `results/full/`):", "",
+             "| run | result | GPU | run time |", "|---|---|---|---|"]
+    for name, r in have.items():
+        m = r["metrics"]
+        result = (f"validation accuracy {m['val_accuracy']:.3f} {ci(m['val_accuracy_ci95'])} after "
+                  f"{r['config']['rm']['epochs']} epoch(s) on {m['train_pairs']} pairs" if name.startswith("rm_") else
+                  f"reward gain over SFT {m['reward_delta_mean']:+.3f} {ci(m['reward_delta_ci95'])}, KL {m['kl_to_sft']:.1f} nats")
+        shared = " (GPU shared with other runs)" if "shared_device" in r else ""
+        lines.append(f"| {name} | {result} | {r['hardware'].split(',')[0]} | {r['wall_time_s'] / 60:.1f} min{shared} |")
+    todo = [f"{n} (`ALIGNLIB_PROFILE=full {cmd}`)" for n, cmd in FULL_RUNS.items() if n not in have]
+    return "\n".join(lines + ([""] + [f"Still to run on a GPU: {', '.join(todo)}."] if todo else []))
+
+
 def replace_between(text: str, start: str, end: str, body: str) -> str:
     if start not in text or end not in text:
         raise SystemExit(f"README.md lacks the {start} / {end} markers")
@@ -281,7 +303,7 @@ def replace_between(text: str, start: str, end: str, body: str) -> str:
 
 # README section (between <!-- name:start --> and <!-- name:end -->) -> what writes it, from a profile's records
 SECTIONS = {"results": table, "bench": lambda profile: bench_table(), "profile": lambda profile: profile_tables(),
-            "costs": lambda profile: costs_table(), "studies": studies_tables}
+            "costs": lambda profile: costs_table(), "studies": studies_tables, "full": full_profile_runs}
 
 
 def update_readme(profile: str) -> None:

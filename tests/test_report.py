@@ -130,3 +130,18 @@ def test_the_readme_keeps_every_generated_section_and_shows_the_studies():
     for v in summary("rm_ablation")["variants"]:
         assert f"| {v['variant']} | {v['train pairs']} |" in tables
     assert "Rankings that hold over seeds:" in tables and "judge gain" in tables
+
+
+def test_report_and_readme_set_the_full_profiles_gpu_records_beside_their_own(pdf_text):
+    import readme_table
+
+    have = build.full_column(PROFILE)
+    if not have:
+        pytest.skip("results/full/ holds no scalar reward model (a GPU run)")
+    rm = json.loads((ROOT / "results" / "full" / "rm_scalar.json").read_text())["metrics"]
+    lo, hi = rm["val_accuracy_ci95"]
+    shown = f"{fmt(rm['val_accuracy'])} [{fmt(lo)}, {fmt(hi)}]"
+    assert shown in pdf_text and shown in readme_table.full_profile_runs()
+    for name, command in (("rm_prob", "alignlib.train rm --labels 10"), ("reinforce_ema", "alignlib.train reinforce")):
+        if name not in have:  # the column says which run is still to do, and how
+            assert command in pdf_text and name in readme_table.full_profile_runs()

@@ -29,6 +29,25 @@ def test_trained_on_reads_the_reward_model_from_the_record():
         runs.trained_on({"name": "reinforce_old", "config": {}})
 
 
+def test_a_profile_takes_its_own_reward_model_before_the_published_cpu_one(tmp_path, monkeypatch):
+    from alignlib import results
+
+    monkeypatch.setattr(results, "ROOT", tmp_path)
+
+    def adapter(path):
+        (tmp_path / path).mkdir(parents=True)
+        (tmp_path / path / "adapter_config.json").write_text("{}")
+        return tmp_path / path
+
+    cpu = adapter("results/cpu/adapters/rm_scalar")
+    assert runs.rm_adapter_dir("full") == cpu  # nothing of its own: the published cpu model
+    published = adapter("results/full/adapters/rm_scalar")
+    assert runs.rm_adapter_dir("full") == published  # the full profile's own, trained on a GPU
+    assert runs.rm_adapter_dir("full", "rm_prob") == tmp_path / "results/cpu/adapters/rm_prob"
+    local = adapter("checkpoints/full/rm_scalar")
+    assert runs.rm_adapter_dir("full") == local  # trained on this machine
+
+
 def test_the_reload_check_passes_a_faithful_copy_and_stops_on_a_different_model(tiny_rm, tokenizer, tmp_path, monkeypatch):
     import copy
 

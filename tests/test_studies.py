@@ -126,6 +126,11 @@ def test_the_seeds_summary_gives_across_seed_intervals_and_lists_what_is_missing
     assert ema["across_seeds"]["reward_delta_mean"]["mean"] == pytest.approx(0.3)
     assert ema["across_seeds"]["reward_delta_mean"]["ci95"] == pytest.approx([0.0516, 0.5484], abs=1e-4)
     assert ema["code_versions"] == ["abc"]
+    # DESIGN.md's flat keys, per configuration that has all its seeds
+    assert out["ema/n_seeds"] == 3 and out["ema/reward_delta_mean"] == pytest.approx(0.3)
+    assert out["ema/reward_delta_seed_sd"] == pytest.approx(0.1)
+    assert out["ema/reward_delta_seed_ci95"] == pytest.approx([0.0516, 0.5484], abs=1e-4)
+    assert out["ema_kl/win_rate_mean"] == 1.0 and "rloo/n_seeds" not in out
     assert out["incomplete"] == {"reinforce_rloo": {"missing_seeds": [1, 2]}}
     # rankings only between complete configurations: EMA + KL against EMA, not RLOO against EMA
     ranked = {(r["a"], r["b"], r["metric"]): r for r in out["rankings"]}
