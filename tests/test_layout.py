@@ -87,3 +87,30 @@ def test_every_notebook_is_valid_nbformat_with_cell_ids():
         raw = json.loads(path.read_text())
         assert all("id" in cell for cell in raw["cells"]), f"{path.name}: a cell without an id"
         nbformat.validate(nbformat.reads(path.read_text(), as_version=4))
+
+
+def output_texts(notebook: Path):
+    """(cell index, output kind, text) of every text a committed notebook shows: streams, text results, errors."""
+    import json
+
+    for i, cell in enumerate(json.loads(notebook.read_text())["cells"]):
+        for out in cell.get("outputs", []):
+            if "text" in out:
+                yield i, out.get("name", "stream"), "".join(out["text"])
+            for kind, value in out.get("data", {}).items():
+                if kind.startswith("text/"):
+                    yield i, kind, "".join(value) if isinstance(value, list) else value
+            if out.get("output_type") == "error":
+                yield i, "error", f"{out.get('ename')}: {out.get('evalue')}"
+
+
+def test_committed_notebook_outputs_show_no_build_machine_path_and_no_library_warning():
+    """What a reader of the committed (cpu) notebooks sees: paths relative to the repository, no deprecation
+    noise of a library (silenced where the course knows it is harmless: models.py)."""
+    found = []
+    for notebook in sorted((PACKAGE.parent / "notebooks").glob("*.ipynb")):
+        for i, kind, text in output_texts(notebook):
+            found += [f"{notebook.name} cell {i} ({kind}): {mark!r}" for mark in
+                      (str(PACKAGE.parent), "site-packages", "/home/", "/root/", "/content/", "Warning:")
+                      if mark in text]
+    assert not found, "\n".join(found)
