@@ -72,22 +72,27 @@ def hardware() -> str:
 CODE = ("alignlib", "benchmarks")  # the code that computes the numbers (notebooks record their settings)
 
 
+CODE_VERSION_ENV = "ALIGNLIB_CODE_VERSION"
+
+
 def code_version() -> str:
     """The last git commit that changed the code (`CODE`), "+dirty" when it has uncommitted
-    changes, or "unknown" outside a git checkout: tells which code a record came from.
+    changes: tells which code a record came from. Outside a git checkout (a copy of the files, e.g.
+    sent to a GPU machine without .git), what ``$ALIGNLIB_CODE_VERSION`` says it is, else "unknown".
 
     Commits that touch only notebooks, the report or the results leave it unchanged, so records
     written over several sessions by the same code carry the same version."""
     def git(*args):
         return subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True, timeout=10)
 
+    outside = os.environ.get(CODE_VERSION_ENV, "").strip() or "unknown"
     try:
         last = git("log", "-1", "--format=%H", "--", *CODE)
         if last.returncode != 0 or not last.stdout.strip():
-            return "unknown"
+            return outside
         dirty = git("status", "--porcelain", "--", *CODE).stdout.strip()
     except (OSError, subprocess.SubprocessError):
-        return "unknown"
+        return outside
     return last.stdout.strip()[:12] + ("+dirty" if dirty else "")
 
 

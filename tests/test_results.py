@@ -37,9 +37,12 @@ def test_record_with_a_non_finite_number_is_refused(records_in):
     assert not (records_in / "bad.json").exists()
 
 
-def test_code_version_outside_a_git_checkout_is_unknown(tmp_path, monkeypatch):
+def test_code_version_outside_a_git_checkout_is_unknown_unless_the_copy_says_which_commit_it_is(tmp_path, monkeypatch):
     monkeypatch.setattr(results, "ROOT", tmp_path)
+    monkeypatch.delenv(results.CODE_VERSION_ENV, raising=False)
     assert results.code_version() == "unknown"
+    monkeypatch.setenv(results.CODE_VERSION_ENV, "79a34b6a67d1")  # e.g. the files sent to a GPU machine
+    assert results.code_version() == "79a34b6a67d1"
 
 
 def test_code_version_is_the_last_commit_that_changed_the_code(tmp_path, monkeypatch):
