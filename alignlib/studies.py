@@ -30,9 +30,12 @@ from . import config, data, models, reinforce_loop, results, runs, stats
 
 ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
-# variant -> (changes to the profile's scalar RM, training pairs as a multiple of the profile's)
+# The settings the variants change, as they were before tuning: each variant is this plus its changes, so
+# that setting the chosen variant in the profile leaves every recorded variant's settings as they were.
+RM_ABLATION_BASE = {"lora_target_modules": ("q_proj", "v_proj"), "epochs": 1}
+# variant -> (changes to RM_ABLATION_BASE, training pairs as a multiple of the profile's)
 RM_ABLATION = {
-    "baseline": ({}, 1),  # the profile's rm_scalar: LoRA on q_proj and v_proj, one epoch
+    "baseline": ({}, 1),  # LoRA on q_proj and v_proj, one epoch
     "all_linear": ({"lora_target_modules": ALL_LINEAR}, 1),
     "two_epochs": ({"epochs": 2}, 1),
     "more_pairs": ({}, 2),
@@ -66,8 +69,8 @@ def rm_ablation_runs(profile, variants=None) -> list[tuple[str, config.Profile, 
         variant_profile = dataclasses.replace(profile, data=config.with_overrides(profile.data, max_train_pairs=cap))
         extra = {"study": "rm_ablation", "variant": variant, "evaluated_on": "development",
                  "train_pairs_factor": factor}
-        out.append((f"{RM_ABLATION_DIR}/{variant}", variant_profile, config.with_overrides(profile.rm_scalar, **changes),
-                    extra))
+        cfg = config.with_overrides(profile.rm_scalar, **{**RM_ABLATION_BASE, **changes})
+        out.append((f"{RM_ABLATION_DIR}/{variant}", variant_profile, cfg, extra))
     return out
 
 
@@ -117,14 +120,26 @@ def rm_ablation_table(profile_name: str, records: dict | None = None):
     return pd.DataFrame(rows)
 
 
+CHOICE_RULE = ("the variant with the highest development accuracy among those whose lead over the baseline is "
+               "outside the noise (paired 95% interval above 0); the baseline, the cheapest, when none is")
+
+
+def choose_rm_variant(rows: list[dict]) -> str:
+    """The setting the ablation chooses (CHOICE_RULE) from `rm_ablation_table`'s rows."""
+    better = [r for r in rows if r["variant"] != "baseline" and r["vs baseline 95% CI"][0] > 0]
+    return max(better, key=lambda r: r["dev accuracy"])["variant"] if better else "baseline"
+
+
 def write_rm_ablation_summary(profile_name: str) -> dict:
     """results/<profile>/rm_ablation.json: `rm_ablation_table`'s rows (what the report and notebook 02 show),
-    the variants still missing, and the code that made each record."""
+    the variants still missing, the code that made each record, and once every variant has run, the
+    variant chosen by CHOICE_RULE ("chosen", else null)."""
     records = rm_ablation_records(profile_name)
     rows = json.loads(rm_ablation_table(profile_name, records).to_json(orient="records"))
     versions = {v: r.get("code_version") for v, r in records.items()}
-    out = {"evaluated_on": "development", "variants": rows, "missing": [v for v in RM_ABLATION if v not in versions],
-           "code_versions": versions}
+    missing = [v for v in RM_ABLATION if v not in versions]
+    out = {"evaluated_on": "development", "variants": rows, "missing": missing, "code_versions": versions,
+           "rule": CHOICE_RULE, "chosen": None if missing or "baseline" not in records else choose_rm_variant(rows)}
     path = results.results_dir(profile_name) / "rm_ablation.json"
     path.write_text(json.dumps(out, indent=1) + "\n")
     return out

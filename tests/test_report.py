@@ -92,12 +92,14 @@ def summary(name):
     return json.loads(path.read_text())
 
 
-def test_report_shows_the_ablation_table(pdf_text):
-    variants = summary("rm_ablation")["variants"]
+def test_report_shows_the_ablation_table_and_its_choice(pdf_text):
+    ablation = summary("rm_ablation")
     assert "Tuning on development pairs" in pdf_text
-    for v in variants:
+    for v in ablation["variants"]:
         lo, hi = v["dev accuracy 95% CI"]
         assert f"{fmt(v['dev accuracy'])} [{fmt(lo)}, {fmt(hi)}]" in pdf_text
+    if ablation.get("chosen"):  # every variant has run (always at smoke: make test runs them all)
+        assert f"Chosen: {ablation['chosen']}, by a rule" in pdf_text
 
 
 def test_report_shows_the_seeds_and_withdraws_what_they_do_not_rank(pdf_text):

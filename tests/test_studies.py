@@ -1,5 +1,6 @@
 """The studies' bookkeeping: which runs they ask for, what they skip, and the ablation table."""
 
+import dataclasses
 import json
 
 import pytest
@@ -26,7 +27,13 @@ def test_the_ablation_tunes_on_development_pairs_and_changes_one_thing_per_varia
     by_name = {name: (profile, cfg) for name, profile, cfg, _ in studies.rm_ablation_runs(cpu)}
     assert list(by_name) == [f"rm_dev/{v}" for v in studies.RM_ABLATION]
     base_profile, base = by_name["rm_dev/baseline"]
-    assert base == cpu.rm_scalar and base_profile == cpu  # the baseline is notebook 02's scalar RM
+    assert base == config.with_overrides(cpu.rm_scalar, **studies.RM_ABLATION_BASE) and base_profile == cpu
+    # setting a chosen variant in the profile leaves every variant's settings, and so their records, as they were
+    tuned = dataclasses.replace(cpu, rm_scalar=by_name["rm_dev/all_linear"][1])
+    def settings(profile):
+        return [(name, p.data, cfg, extra) for name, p, cfg, extra in studies.rm_ablation_runs(profile)]
+
+    assert settings(tuned) == settings(cpu)
     assert by_name["rm_dev/more_pairs"][0].data.max_train_pairs == 2 * cpu.data.max_train_pairs
     assert by_name["rm_dev/all_linear"][1] == config.with_overrides(cpu.rm_scalar, lora_target_modules=studies.ALL_LINEAR)
     with pytest.raises(ValueError, match="no development pairs"):
@@ -65,7 +72,31 @@ def test_the_ablation_table_pairs_each_variant_with_the_baseline(tmp_path, monke
     assert json.loads((tmp_path / "results" / "cpu" / "rm_ablation.json").read_text()) == summary
     assert [v["variant"] for v in summary["variants"]] == ["baseline", "all_linear"]
     assert summary["variants"][1]["vs baseline"] == pytest.approx(0.25)
-    assert summary["missing"] == ["two_epochs", "more_pairs"]
+    assert summary["missing"] == ["two_epochs", "more_pairs"] and summary["chosen"] is None  # not before all have run
+
+
+def row(variant, accuracy, lead_ci):
+    return {"variant": variant, "dev accuracy": accuracy, "vs baseline 95% CI": lead_ci}
+
+
+def test_the_ablation_chooses_a_variant_only_for_a_lead_outside_the_noise():
+    base = row("baseline", 0.60, [0.0, 0.0])
+    assert studies.choose_rm_variant([base, row("all_linear", 0.63, [-0.01, 0.07])]) == "baseline"
+    assert studies.choose_rm_variant([base, row("all_linear", 0.63, [0.01, 0.07]),
+                                      row("two_epochs", 0.65, [0.02, 0.09]), row("more_pairs", 0.70, [-0.01, 0.2])]) \
+        == "two_epochs"  # the best of the leads outside the noise, not the highest point estimate
+
+
+def test_the_cpu_profile_trains_the_variant_its_ablation_chose():
+    summary = studies.read_summary("rm_ablation", "cpu")
+    if summary is None or summary.get("chosen") is None:
+        pytest.skip("the ablation has not finished at the cpu profile (make rm-ablation)")
+    cpu = config.get_profile("cpu")
+    changes, factor = studies.RM_ABLATION[summary["chosen"]]
+    expected = {**studies.RM_ABLATION_BASE, **changes}
+    assert studies._same({key: getattr(cpu.rm_scalar, key) for key in expected}, expected)
+    chosen = next(v for v in summary["variants"] if v["variant"] == summary["chosen"])
+    assert cpu.data.max_train_pairs == chosen["train pairs"]
 
 
 # ------------------------------------------------------------------------------------------ seeds
