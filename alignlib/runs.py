@@ -80,9 +80,17 @@ def sanity_checks(scorer: scoring.RewardScorer, pair: PreferencePair) -> list[di
             for (p, r, label), w in zip(rows, rewards)]
 
 
+def pairs_seen(history: dict, n_pairs: int, cfg, processes: int = 1) -> int:
+    """Preference pairs a reward-model run trained on, every epoch counted: n_pairs per epoch, unless
+    `max_steps` stopped it first (each step takes batch_size * grad_accum pairs from each process). The
+    loop's last incomplete step, if any, is dropped, so this over-counts by less than one step's pairs."""
+    return min(n_pairs * cfg.epochs, len(history["step"]) * cfg.batch_size * cfg.grad_accum * processes)
+
+
 def training_speed(model, history: dict, n_pairs: int, train_s: float, amp: str) -> dict:
-    """Tokens and pairs per second of a reward-model run, and the share of the device's measured
-    matrix-product peak (in the precision the run resolved to) that the model's FLOPs reached."""
+    """Tokens and pairs per second of a reward-model run (`n_pairs`: the pairs it trained on, every epoch
+    counted; `train_s`: its training seconds), and the share of the device's measured matrix-product peak
+    (in the precision the run resolved to) that the model's FLOPs reached."""
     dev = models.device()
     dtype = precision.resolve(amp, dev).dtype
     peak = results.matmul_gflops(dtype, device=dev)
@@ -155,7 +163,10 @@ def reward_model_run(name: str, profile, cfg, tokenizer, prefs, publish: bool = 
     if not processes.is_main_process:
         return None, model, None
     metrics, val = validation_metrics(model, tokenizer, prefs.validation, max_length, cfg)
-    metrics.update(training_speed(model, history, len(prefs.train), train_time.seconds, cfg.amp))
+    # the training time is every step's, also the steps before a resume (this process's timer saw only its own)
+    train_s = sum(history["time/step"])
+    metrics.update(training_speed(model, history, pairs_seen(history, len(prefs.train), cfg, processes.num_processes),
+                                  train_s, cfg.amp))
     metrics.update({"train_pairs": len(prefs.train), "peak_memory_train_mb": mem.peak_mb,
                     "skipped_steps": precision.skipped_steps(history["optim/grad_norm"]),
                     "processes": processes.num_processes,
@@ -168,7 +179,8 @@ def reward_model_run(name: str, profile, cfg, tokenizer, prefs, publish: bool = 
     scorer = scoring.RewardScorer(model, tokenizer, max_length, cfg.eval_batch_size, cfg.amp)
     results.write_record(
         name, profile.name, model_source=models.source_of(model), data_source=prefs.source, seed=cfg.seed,
-        wall_time_s=clock.elapsed, config={"data": asdict(profile.data), "rm": asdict(cfg), **(extra_config or {})},
+        wall_time_s=clock.elapsed - train_time.seconds + train_s,
+        config={"data": asdict(profile.data), "rm": asdict(cfg), **(extra_config or {})},
         metrics=metrics, amp=cfg.amp, curve=history, adapter=str(adapter.relative_to(results.ROOT)),
         before_training=before, sanity_checks=sanity_checks(scorer, prefs.train[0]),
         margins=val["chosen"] - val["rejected"])
