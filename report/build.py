@@ -41,7 +41,10 @@ def studies_present(profile: str) -> list[str]:
 
 
 # the records of the full profile (the original settings, on a GPU) that the report sets beside its own
-FULL_COLUMN = ("rm_scalar", "rm_prob", "reinforce_ema")
+# record -> the command that makes it on a GPU (the README's full section names the ones still to run)
+FULL_COLUMN = {"rm_scalar": "python -m alignlib.train rm --publish",
+               "rm_prob": "python -m alignlib.train rm --labels 10 --publish",
+               "reinforce_ema": "python -m alignlib.train reinforce"}
 
 
 def full_column(profile: str) -> list[str]:
@@ -79,10 +82,11 @@ def build(profile: str, output: Path | None = None) -> Path:
     if problems:
         raise SystemExit("Cannot build the report:\n  " + "\n  ".join(problems))
     output = output or ROOT / "report" / ("report.pdf" if profile == "cpu" else f"report-{profile}.pdf")
+    full = full_column(profile)
     typst.compile(str(ROOT / "report" / "report.typ"), output=str(output), root=str(ROOT),
                   sys_inputs={"profile": profile, "studies": ",".join(studies_present(profile)),
-                              "full": ",".join(full_column(profile)),
-                              "full_seeds": "1" if "reinforce_ema" in full_column(profile)
+                              "full": ",".join(full),
+                              "full_seeds": "1" if "reinforce_ema" in full
                               and (ROOT / "results" / "full" / "seeds.json").exists() else ""})
     return output
 

@@ -13,6 +13,8 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "report"))
+from build import FULL_COLUMN  # noqa: E402  (the full profile's records the report and the README show)
 
 
 def load(profile: str, name: str) -> dict | None:
@@ -271,13 +273,9 @@ def studies_tables(profile: str = "cpu") -> str:
     return "\n".join(out) if out else "No study has run at this profile yet."
 
 
-FULL_RUNS = {"rm_scalar": "python -m alignlib.train rm --publish", "rm_prob": "python -m alignlib.train rm --labels 10 --publish",
-             "reinforce_ema": "python -m alignlib.train reinforce"}
-
-
 def full_profile_runs(profile: str = "cpu") -> str:
     """The full profile's records in results/full/ (GPU runs): what each gives and on which GPU, and which are still to run."""
-    have = {n: r for n in FULL_RUNS if (r := load("full", n))}
+    have = {n: r for n in FULL_COLUMN if (r := load("full", n))}
     if not have:
         return "No run of the `full` profile is recorded in `results/full/` yet, so this README gives no GPU figures."
     lines = ["Runs of the `full` profile (the original settings, on the offline data and weights; `results/full/`):", "",
@@ -289,7 +287,7 @@ def full_profile_runs(profile: str = "cpu") -> str:
                   f"reward gain over SFT {m['reward_delta_mean']:+.3f} {ci(m['reward_delta_ci95'])}, KL {m['kl_to_sft']:.1f} nats")
         shared = " (GPU shared with other runs)" if "shared_device" in r else ""
         lines.append(f"| {name} | {result} | {r['hardware'].split(',')[0]} | {r['wall_time_s'] / 60:.1f} min{shared} |")
-    todo = [f"{n} (`ALIGNLIB_PROFILE=full {cmd}`)" for n, cmd in FULL_RUNS.items() if n not in have]
+    todo = [f"{n} (`ALIGNLIB_PROFILE=full {cmd}`)" for n, cmd in FULL_COLUMN.items() if n not in have]
     return "\n".join(lines + ([""] + [f"Still to run on a GPU: {', '.join(todo)}."] if todo else []))
 
 
