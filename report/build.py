@@ -86,6 +86,7 @@ def build(profile: str, output: Path | None = None) -> Path:
     typst.compile(str(ROOT / "report" / "report.typ"), output=str(output), root=str(ROOT),
                   sys_inputs={"profile": profile, "studies": ",".join(studies_present(profile)),
                               "full": ",".join(full),
+                              **{f"command_{name}": command for name, command in FULL_COLUMN.items()},
                               "full_seeds": "1" if "reinforce_ema" in full
                               and (ROOT / "results" / "full" / "seeds.json").exists() else ""})
     return output
