@@ -251,6 +251,9 @@ def studies_tables(profile: str = "cpu") -> str:
                        f"{ci(v['dev accuracy 95% CI'])} | {diff} | {r['wall_time_s'] / 60:.0f} min | "
                        f"{v['peak memory GB']:.1f} GB |")
         out += ["", f"Run times and memory on {r['hardware']}." + (f" Not yet run: {', '.join(abl['missing'])}." if abl["missing"] else "")]
+        if abl.get("chosen"):
+            out += ["", f"Chosen: **{abl['chosen']}**, by the rule of `studies.CHOICE_RULE`: {abl['rule']}. The `cpu` "
+                    "profile trains it (`alignlib/config.py`; a test checks that the two agree)."]
     seeds = load(profile, "seeds")
     if seeds and seeds["configs"]:
         out += ["", f"Across training seeds {', '.join(map(str, seeds['seeds']))} (`make seeds`): reward gain over SFT, "

@@ -131,6 +131,8 @@ def test_the_readme_keeps_every_generated_section_and_shows_the_studies():
     tables = readme_table.studies_tables(PROFILE)
     for v in summary("rm_ablation")["variants"]:
         assert f"| {v['variant']} | {v['train pairs']} |" in tables
+    if summary("rm_ablation")["chosen"]:  # the README states the choice, as the report does
+        assert f"Chosen: **{summary('rm_ablation')['chosen']}**" in tables
     assert "Rankings that hold over seeds:" in tables and "judge gain" in tables
 
 
