@@ -2,6 +2,9 @@
 # make test    unit tests + the notebooks at the smoke profile (offline)
 # make report  execute the notebooks at $ALIGNLIB_PROFILE (default: full with CUDA, else cpu),
 #              then build report/report.pdf from the run records
+#              REUSE=1: continue an execution that stopped (e.g. a session that ended): a run this code already
+#              recorded with the same settings, in the same precision, is not trained again (runs.reusable_record);
+#              NOTEBOOKS="notebooks/03_reinforce.ipynb ..." executes only those
 # make lab     open the notebooks in JupyterLab (installed on first use; make setup leaves it out)
 
 SHELL := /bin/bash
@@ -9,6 +12,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.alignlib-setup
 NOTEBOOKS := $(sort $(wildcard notebooks/0*.ipynb))
+REUSE ?=
 
 .PHONY: setup test report bench mutants rm-ablation seeds overoptimization colab-links lab
 
@@ -37,7 +41,7 @@ report: setup
 	else mkdir -p results/$$profile/notebooks; dest=(--output-dir results/$$profile/notebooks); fi; \
 	for nb in $(NOTEBOOKS); do \
 	  echo "== $$nb"; \
-	  ALIGNLIB_PROFILE=$$profile $(VENV)/bin/jupyter nbconvert --to notebook --execute "$${dest[@]}" \
+	  ALIGNLIB_PROFILE=$$profile ALIGNLIB_REUSE_RUNS=$${ALIGNLIB_REUSE_RUNS:-$(REUSE)} $(VENV)/bin/jupyter nbconvert --to notebook --execute "$${dest[@]}" \
 	    --ExecutePreprocessor.timeout=-1 "$$nb"; \
 	done; \
 	ALIGNLIB_PROFILE=$$profile $(PY) report/build.py; \

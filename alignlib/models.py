@@ -215,8 +215,9 @@ class AdapterError(RuntimeError):
     pass
 
 
-def load_reward_model(adapter_dir: str | Path, num_labels: int):
-    """A saved reward model (PEFT adapter + head) on top of the SFT backbone, in eval mode."""
+def load_reward_model(adapter_dir: str | Path, num_labels: int, trainable: bool = False):
+    """A saved reward model (PEFT adapter + head) on top of the SFT backbone, in eval mode (with `trainable`,
+    its adapter and head require gradients, as after training)."""
     from peft import PeftModel
 
     adapter_dir = Path(adapter_dir)
@@ -236,7 +237,7 @@ def load_reward_model(adapter_dir: str | Path, num_labels: int):
     source = base.alignlib_source
     try:
         with peft_without_deprecation_noise():
-            model = PeftModel.from_pretrained(base, adapter_dir)
+            model = PeftModel.from_pretrained(base, adapter_dir, is_trainable=trainable)
     except Exception as e:
         raise AdapterError(f"Cannot load the adapter at {adapter_dir}: {type(e).__name__}: {e}") from e
     model.alignlib_source = source

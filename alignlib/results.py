@@ -161,6 +161,11 @@ def record_path(name: str, profile: str) -> Path:
     return ROOT / "results" / profile / f"{name}.json"
 
 
+def same_settings(a, b) -> bool:
+    """Whether two run settings are equal once written as JSON (tuples become lists), as a record stores them."""
+    return json.loads(json.dumps(a)) == json.loads(json.dumps(b))
+
+
 def read_record(name: str, profile: str) -> dict:
     path = record_path(name, profile)
     if not path.exists():

@@ -11,6 +11,9 @@ process evaluates, saves and writes the record; the other processes' runs return
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
@@ -22,6 +25,42 @@ from .data import PreferencePair
 from .rollout import encode_prompts
 
 SKY = [{"role": "user", "content": "Why is the sky blue?"}]  # the original write-up's example prompt
+REUSE_ENV = "ALIGNLIB_REUSE_RUNS"
+
+
+def adapter_digest(adapter: Path | str) -> str | None:
+    """sha256 of a saved reward model's weights (adapter and head: adapter_model.safetensors), or None
+    without them: which reward model a policy was trained against, beyond its folder's name."""
+    weights = results.ROOT / adapter / "adapter_model.safetensors"
+    return hashlib.sha256(weights.read_bytes()).hexdigest() if weights.exists() else None
+
+
+def reusable_record(name: str, profile_name: str, settings: dict, amp: str, inputs: dict | None = None) -> dict | None:
+    """The record of run `name` to take instead of training it again, or None (train).
+
+    Only with ``$ALIGNLIB_REUSE_RUNS=1`` (`make report REUSE=1`): an execution of the notebooks that stopped
+    (a session that ended, a lost Colab) continues without training again the runs it finished. A record
+    counts only when this code made it (the same `code_version`, with no uncommitted changes), with these
+    settings (its "config"), in the precision this machine resolves `amp` to, from the same `inputs` (record
+    fields, e.g. the digest of the reward model it optimised, which a later run may have replaced): training
+    again would repeat it up to float rounding. Without the variable every run trains, as a reader stepping
+    through expects.
+    """
+    if os.environ.get(REUSE_ENV, "").strip().lower() not in ("1", "true", "yes") or \
+            models.process_state().num_processes > 1:  # one process: under the launcher every run trains
+        return None
+    path = results.record_path(name, profile_name)
+    version = results.loaded_code_version()
+    if not path.exists() or version == "unknown" or version.endswith("+dirty"):
+        return None
+    record = json.loads(path.read_text())
+    same = (record.get("code_version") == version and results.same_settings(record["config"], settings)
+            and record.get("precision") == precision.resolve(amp, models.device()).amp
+            and all(record.get(k) == v for k, v in (inputs or {}).items()))
+    if same:
+        print(f"[alignlib] {name}: reusing {path.relative_to(results.ROOT)} (${REUSE_ENV}): made {record['created']} "
+              f"by this code ({version}) with these settings, in {record['precision']}")
+    return record if same else None
 
 
 def unique_prompts(pairs: list[PreferencePair], tokenizer, max_prompt_tokens: int) -> tuple[list, int]:
@@ -151,6 +190,10 @@ def reward_model_run(name: str, profile, cfg, tokenizer, prefs, publish: bool = 
     Returns (record, trained model, validation rewards as returned by `scoring.pair_rewards`);
     (None, trained model, None) in the processes other than the main one under `accelerate launch`.
     """
+    settings = {"data": asdict(profile.data), "rm": asdict(cfg), **(extra_config or {})}
+    reused = reusable_record(name, profile.name, settings, cfg.amp)
+    if reused is not None and (results.ROOT / reused["adapter"] / "adapter_config.json").exists():
+        return reused_reward_model(reused, profile, cfg, tokenizer, prefs)
     results.seed_everything(cfg.seed)
     clock, max_length, processes = results.Timer(), profile.data.max_length, models.process_state()
     model = models.new_reward_model(cfg)
@@ -180,11 +223,27 @@ def reward_model_run(name: str, profile, cfg, tokenizer, prefs, publish: bool = 
     results.write_record(
         name, profile.name, model_source=models.source_of(model), data_source=prefs.source, seed=cfg.seed,
         wall_time_s=clock.elapsed - train_time.seconds + train_s,
-        config={"data": asdict(profile.data), "rm": asdict(cfg), **(extra_config or {})},
-        metrics=metrics, amp=cfg.amp, curve=history, adapter=str(adapter.relative_to(results.ROOT)),
+        config=settings, metrics=metrics, amp=cfg.amp, curve=history, adapter=str(adapter.relative_to(results.ROOT)),
         before_training=before, sanity_checks=sanity_checks(scorer, prefs.train[0]),
         margins=val["chosen"] - val["rejected"])
     return results.read_record(name, profile.name), model, val
+
+
+def reused_reward_model(record: dict, profile, cfg, tokenizer, prefs) -> tuple[dict, object, dict]:
+    """`reward_model_run`'s return for a run it does not train again (`reusable_record`): the record, the
+    saved adapter loaded (trainable weights as in training), and the validation pairs scored again, which
+    must give the record's margins: a check that the adapter is the one the record describes."""
+    model = models.load_reward_model(results.ROOT / record["adapter"], cfg.num_labels, trainable=True).eval()
+    metrics, val = validation_metrics(model, tokenizer, prefs.validation, profile.data.max_length, cfg)
+    diff = float(np.abs((val["chosen"] - val["rejected"]) - np.asarray(record["margins"])).max())
+    if not (metrics["val_accuracy"] == record["metrics"]["val_accuracy"] and diff <= 1e-3):
+        raise RuntimeError(f"the adapter {record['adapter']} does not reproduce its record's validation margins "
+                           f"(largest difference {diff:.3g}, accuracy {metrics['val_accuracy']:.4f} against "
+                           f"{record['metrics']['val_accuracy']:.4f}): delete results/{profile.name}/{record['name']}.json "
+                           "to train it again")
+    print(f"[alignlib] {record['name']}: validation pairs scored again: accuracy {metrics['val_accuracy']:.4f} as "
+          f"recorded (largest margin difference {diff:.1e})")
+    return record, model, val
 
 
 # ------------------------------------------------------------------------------------- REINFORCE
@@ -227,7 +286,14 @@ def reinforce_run(name: str, profile, cfg, setup: ReinforceSetup, reward_fn: Cal
     """Seed, train a fresh copy of the SFT policy with REINFORCE (reward `reward_fn`, default the
     setup's scorer), then `record_reinforce_run`. Training state is checkpointed under
     `state_dir(profile, name)`: re-running after an interruption continues where it stopped.
-    Returns the record (None in the processes other than the main one under `accelerate launch`)."""
+    Returns the record (None in the processes other than the main one under `accelerate launch`).
+    With ``$ALIGNLIB_REUSE_RUNS=1``, a run this code already recorded with the same settings is not trained
+    again (`reusable_record`)."""
+    settings = {"reinforce": asdict(cfg), "reward_model": setup.reward_model, **(extra_config or {})}
+    reused = reusable_record(name, profile.name, settings, cfg.amp,
+                             {"reward_model_sha256": adapter_digest(setup.reward_model)})
+    if reused is not None:
+        return reused
     results.seed_everything(cfg.seed)
     policy, ref = models.load_policy(), models.load_policy()
     with results.PeakMemory() as mem:
@@ -268,7 +334,8 @@ def record_reinforce_run(name: str, profile, cfg, setup: ReinforceSetup, policy,
     results.write_record(
         name, profile.name, model_source=models.source_of(policy), data_source=setup.data_source, seed=cfg.seed,
         wall_time_s=sum(history["time/step"]) + clock.elapsed, amp=cfg.amp, metrics=metrics, curve=history,
-        config={"reinforce": asdict(cfg), "reward_model": setup.reward_model, **(extra_config or {})}, samples=samples)
+        config={"reinforce": asdict(cfg), "reward_model": setup.reward_model, **(extra_config or {})}, samples=samples,
+        reward_model_sha256=adapter_digest(setup.reward_model))
     return results.read_record(name, profile.name)
 
 

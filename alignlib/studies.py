@@ -43,15 +43,10 @@ RM_ABLATION = {
 RM_ABLATION_DIR = "rm_dev"
 
 
-def _same(a, b) -> bool:
-    """Equal once written as JSON (tuples become lists)."""
-    return json.loads(json.dumps(a)) == json.loads(json.dumps(b))
-
-
 def already_done(name: str, profile_name: str, settings: dict) -> bool:
     """Whether the record `name` exists and was made with these settings (its "config")."""
     path = results.record_path(name, profile_name)
-    return path.exists() and _same(json.loads(path.read_text())["config"], settings)
+    return path.exists() and results.same_settings(json.loads(path.read_text())["config"], settings)
 
 
 def rm_ablation_runs(profile, variants=None) -> list[tuple[str, config.Profile, config.RewardModelConfig, dict]]:
@@ -288,7 +283,7 @@ def overopt_run(name: str, profile, cfg, setup, judge, every: int, settings: dic
     An interrupted run continues from its last checkpoint and keeps the points it had."""
     path = results.record_path(name, profile.name)
     old = json.loads(path.read_text()) if path.exists() else None
-    points = old["points"] if old is not None and _same(old["config"], settings) else []
+    points = old["points"] if old is not None and results.same_settings(old["config"], settings) else []
     policy, ref = models.load_policy(), models.load_policy()
     sft_judge = np.asarray(judge(setup.eval_prompts, setup.sft["texts"]))
     results.seed_everything(cfg.seed)  # a resumed part restores the checkpoint's random state instead

@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from alignlib import config, runs
@@ -104,3 +105,94 @@ def test_the_reload_check_passes_a_faithful_copy_and_stops_on_a_different_model(
     monkeypatch.setattr(models, "load_reward_model", lambda adapter, labels: other)
     with pytest.raises(RuntimeError, match="does not reproduce the trained model's rewards"):
         runs.save_and_check(model, "rm_x", smoke, smoke.rm_scalar, tokenizer, toy_pairs(), publish=False)
+
+
+# ------------------------------------------------------------------- reusing finished runs ($ALIGNLIB_REUSE_RUNS)
+
+def reuse_setup(tmp_path, monkeypatch, version="abc123"):
+    from alignlib import results
+
+    monkeypatch.setattr(results, "ROOT", tmp_path)
+    monkeypatch.setattr(results, "loaded_code_version", lambda: version)
+    monkeypatch.delenv("ALIGNLIB_AMP", raising=False)
+    monkeypatch.setenv(runs.REUSE_ENV, "1")
+
+
+def write_fake(tmp_path, name, settings, **fields):
+    import json
+
+    path = tmp_path / "results" / "smoke" / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    record = {"name": name, "config": settings, "code_version": "abc123", "precision": "none",
+              "created": "2026-12-01 10:00:00", "metrics": {}, **fields}
+    path.write_text(json.dumps(record))
+    return record
+
+
+def test_a_record_is_reused_only_when_asked_and_made_by_this_code_with_these_settings(tmp_path, monkeypatch):
+    reuse_setup(tmp_path, monkeypatch)
+    settings = {"rm": {"lr": 1e-4, "modules": ("q_proj", "v_proj")}}
+    write_fake(tmp_path, "rm_x", settings)
+    assert runs.reusable_record("rm_x", "smoke", settings, "none")["code_version"] == "abc123"  # tuples as lists
+    assert runs.reusable_record("rm_y", "smoke", settings, "none") is None  # no record
+    assert runs.reusable_record("rm_x", "smoke", {"rm": {"lr": 2e-4, "modules": ["q_proj", "v_proj"]}}, "none") is None
+    assert runs.reusable_record("rm_x", "smoke", settings, "bf16") is None  # this machine would compute in bf16
+    monkeypatch.setenv(runs.REUSE_ENV, "")
+    assert runs.reusable_record("rm_x", "smoke", settings, "none") is None  # not asked: every run trains
+    for version in ("def456", "abc123+dirty", "unknown"):  # other or uncommitted code
+        reuse_setup(tmp_path, monkeypatch, version)
+        assert runs.reusable_record("rm_x", "smoke", settings, "none") is None
+
+
+def test_a_reused_reward_model_is_loaded_and_checked_not_trained(tiny_rm, tokenizer, tmp_path, monkeypatch):
+    from dataclasses import asdict
+
+    from alignlib import data, models, reward_model_loop, scoring
+    from test_reward import toy_pairs
+
+    reuse_setup(tmp_path, monkeypatch)
+    smoke = config.get_profile("smoke")
+    cfg = config.with_overrides(smoke.rm_scalar, amp="none")
+    prefs = data.PreferenceData(toy_pairs()[:4], toy_pairs()[4:8], "toy")
+    model = tiny_rm(seed=2)
+    (tmp_path / "adapter").mkdir()
+    (tmp_path / "adapter" / "adapter_config.json").write_text("{}")
+    monkeypatch.setattr(models, "load_reward_model", lambda adapter, labels, trainable=False: model)
+    monkeypatch.setattr(reward_model_loop, "train_reward_model", lambda *a, **k: pytest.fail("trained again"))
+    val = scoring.pair_rewards(model, tokenizer, prefs.validation, smoke.data.max_length)
+    margins = (val["chosen"] - val["rejected"]).tolist()
+    accuracy = float(np.mean(np.asarray(margins) > 0))
+    settings = {"data": asdict(smoke.data), "rm": asdict(cfg)}
+    write_fake(tmp_path, "rm_x", settings, adapter="adapter", margins=margins, metrics={"val_accuracy": accuracy})
+    record, loaded, again = runs.reward_model_run("rm_x", smoke, cfg, tokenizer, prefs)
+    assert record["name"] == "rm_x" and loaded is model
+    np.testing.assert_allclose(again["chosen"] - again["rejected"], margins, atol=1e-6)
+    write_fake(tmp_path, "rm_x", settings, adapter="adapter", margins=[m + 0.5 for m in margins],
+               metrics={"val_accuracy": accuracy})  # an adapter that is not the recorded model
+    with pytest.raises(RuntimeError, match="does not reproduce its record's validation margins"):
+        runs.reward_model_run("rm_x", smoke, cfg, tokenizer, prefs)
+
+
+def test_a_reused_reinforce_run_returns_its_record_without_training(tmp_path, monkeypatch):
+    from dataclasses import asdict
+
+    from alignlib import reinforce_loop
+
+    reuse_setup(tmp_path, monkeypatch)
+    smoke = config.get_profile("smoke")
+    cfg = config.with_overrides(smoke.reinforce, amp="none")
+    setup = runs.ReinforceSetup(None, None, [], 0, [], {}, "results/smoke/adapters/rm_x", "toy")
+    weights = tmp_path / setup.reward_model / "adapter_model.safetensors"
+    weights.parent.mkdir(parents=True)
+    weights.write_bytes(b"the reward model it was trained against")
+    write_fake(tmp_path, "reinforce_x", {"reinforce": asdict(cfg), "reward_model": setup.reward_model, "mode": "a"},
+               reward_model_sha256=runs.adapter_digest(setup.reward_model))
+    monkeypatch.setattr(reinforce_loop, "train_reinforce", lambda *a, **k: pytest.fail("trained again"))
+    assert runs.reinforce_run("reinforce_x", smoke, cfg, setup, extra_config={"mode": "a"})["name"] == "reinforce_x"
+    monkeypatch.setattr(reinforce_loop, "train_reinforce", lambda *a, **k: (_ for _ in ()).throw(KeyError("trains")))
+    monkeypatch.setattr(runs.models, "load_policy", lambda: None)
+    with pytest.raises(KeyError, match="trains"):  # other settings: trained
+        runs.reinforce_run("reinforce_x", smoke, cfg, setup, extra_config={"mode": "b"})
+    weights.write_bytes(b"a reward model trained again since")  # same folder, other weights: trained
+    with pytest.raises(KeyError, match="trains"):
+        runs.reinforce_run("reinforce_x", smoke, cfg, setup, extra_config={"mode": "a"})

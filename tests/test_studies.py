@@ -94,7 +94,7 @@ def test_the_cpu_profile_trains_the_variant_its_ablation_chose():
     cpu = config.get_profile("cpu")
     changes, factor = studies.RM_ABLATION[summary["chosen"]]
     expected = {**studies.RM_ABLATION_BASE, **changes}
-    assert studies._same({key: getattr(cpu.rm_scalar, key) for key in expected}, expected)
+    assert results.same_settings({key: getattr(cpu.rm_scalar, key) for key in expected}, expected)
     chosen = next(v for v in summary["variants"] if v["variant"] == summary["chosen"])
     assert cpu.data.max_train_pairs == chosen["train pairs"]
 
