@@ -181,56 +181,93 @@ NOTEBOOK_RECORDS = {"01_data": ["data"], "02_scalar_reward_model": ["rm_scalar",
                     "05_comparison": ["comparison"]}
 
 
-def costs_table(profile: str = "cpu") -> str:
-    """What the cpu profile costs on the machine that made its records and on this one.
+# the two machines the cpu profile has run on: make bench's records of each (speed profile and matrix products)
+MACHINES = {"native": ("speed_profile_native_bf16_cpu.json", "bench_native_bf16_cpu.json"),
+            "here": ("speed_profile.json", "bench.json")}
+# a REINFORCE record of the native-bf16 machine kept apart from the re-runs: its seconds per iteration
+NATIVE_ITERATION = ROOT / "results" / "cpu" / "after_speedups" / "reinforce_ema.json"
 
-    The recorded column reads the run records. This machine's column reads `make bench`'s records
-    (results/speed_profile.json): its measured training rates, and each notebook's time projected
-    from the recorded time by the ratio of the rates (reward-model records and the comparison by the
-    reward-model training rate, REINFORCE records by the seconds per iteration).
+
+def machine_rates() -> dict | None:
+    """Per machine ("native": the 2-core CPU with native bf16 that made the first records; "here": the one of
+    the last `make bench`): its hardware string, the reward-model loop's real tokens/s in the profile's
+    precision (make bench's speed profile, LoRA dropout 0.05, SDPA) and the seconds per REINFORCE iteration
+    (8 prompts, 96 new tokens). None while a record is missing."""
+    out = {}
+    for machine, (profile_name, bench_name) in MACHINES.items():
+        paths = [ROOT / "results" / n for n in (profile_name, bench_name)]
+        if not all(p.exists() for p in paths) or not NATIVE_ITERATION.exists():
+            return None
+        prof, bench = (json.loads(p.read_text()) for p in paths)
+        rm_key = next(k for k in prof["tokens_per_s"] if "sdpa" in k and k.endswith("0.05") and "forced" not in k)
+        iteration = (prof["reinforce_iteration"]["sec_iteration"]["median"] if "reinforce_iteration" in prof
+                     else json.loads(NATIVE_ITERATION.read_text())["metrics"]["sec_per_iter"])
+        out[machine] = {"hardware": prof["environment"]["hardware"], "rm_tokens_per_s": prof["tokens_per_s"][rm_key],
+                        "sec_per_iter": iteration, "prof": prof, "bench": bench}
+    return out
+
+
+def costs_table(profile: str = "cpu") -> str:
+    """What the cpu profile's notebooks cost on the two machines it has run on.
+
+    Each notebook's time adds up its records' `wall_time_s`. A record counts as it is on the machine that made
+    it (its "hardware") and is projected to the other by the ratio of the two machines' rates measured by
+    `make bench` (`machine_rates`: reward-model records and the comparison by the reward-model loop's tokens/s,
+    REINFORCE records by the seconds per iteration). A cell says whether it was recorded, projected, or both.
     """
     recs = {name: load(profile, name) for names in NOTEBOOK_RECORDS.values() for name in names}
-    old = ROOT / "results" / "bench_native_bf16_cpu.json"
-    prof_path = ROOT / "results" / "speed_profile.json"
-    if not all(recs.values()) or not old.exists() or not prof_path.exists():
+    rates = machine_rates()
+    if not all(recs.values()) or rates is None:
         return "Not all records exist yet: run `make report` and `make bench`."
-    old, prof = json.loads(old.read_text()), json.loads(prof_path.read_text())
-    here = prof["precision"]
-    auto_key = next(k for k in prof["tokens_per_s"] if k.startswith("precision auto") and "sdpa" in k
-                    and k.endswith(str(recs["rm_scalar"]["config"]["rm"]["lora_dropout"])))
-    rm_rate_then, rm_rate_here = recs["rm_scalar"]["metrics"]["train_tokens_per_s"], prof["tokens_per_s"][auto_key]
-    it_then = recs["reinforce_ema"]["metrics"]["sec_per_iter"]
-    it_here = prof["reinforce_iteration"]["sec_iteration"]["median"]
-    scale = {name: (it_here / it_then if name.startswith("reinforce") else
-                    1.0 if name == "data" else rm_rate_then / rm_rate_here) for name in recs}
-    probe = prof["precision_probe_gflops"]
-    lines = ["| `cpu` profile | 2-core x86_64 with native bf16 (made the committed records) "
-             f"| {prof['environment']['hardware'].split(', torch')[0]} (`make bench` here) |", "|---|---|---|",
-             f"| precision | bf16 autocast (the profile's setting then) | {here['precision_reason']} |",
-             f"| matrix product, GFLOP/s (2048³) | fp32 {old['matmul_gflops']['fp32']:.0f}, bf16 "
-             f"{old['matmul_gflops']['bf16']:.0f} | fp32 {prof['gemm_gflops']['2048x2048x2048']['fp32']:.0f}, "
-             f"bf16 {probe['bf16']:.1f} (probe shape) |",
-             f"| reward-model training, real tokens/s | {rm_rate_then:.0f} | {rm_rate_here:.0f} |",
+    by_hardware = {r["hardware"]: m for m, r in rates.items()}
+    unknown = sorted({r["hardware"] for r in recs.values()} - set(by_hardware))
+    if unknown:
+        return f"Records made on other machines ({', '.join(unknown)}): no projection (`make bench` there first)."
+
+    def scale(name: str, made_on: str, to: str) -> float:
+        if made_on == to or name == "data":
+            return 1.0
+        if name.startswith("reinforce"):
+            return rates[to]["sec_per_iter"] / rates[made_on]["sec_per_iter"]
+        return rates[made_on]["rm_tokens_per_s"] / rates[to]["rm_tokens_per_s"]
+
+    native, here = rates["native"], rates["here"]
+    gemm = lambda m: m["bench"]["matmul_gflops"]  # measured by make bench beside its runs
+    lines = [f"| `cpu` profile | 2-core x86_64 with native bf16 (made the first records) "
+             f"| {here['hardware'].split(', torch')[0]} (`make bench` here) |", "|---|---|---|",
+             f"| precision | bf16 autocast (the profile's setting then) | {here['prof']['precision']['precision_reason']} |",
+             f"| matrix product, GFLOP/s (2048³, `make bench`) | fp32 {gemm(native)['fp32']:.0f}, bf16 "
+             f"{gemm(native)['bf16']:.0f} | fp32 {gemm(here)['fp32']:.0f}, bf16 "
+             f"{here['prof']['precision_probe_gflops']['bf16']:.1f} (probe shape) |",
+             f"| reward-model training loop, real tokens/s (`make bench`) | {native['rm_tokens_per_s']:.0f} "
+             f"| {here['rm_tokens_per_s']:.0f} |",
              f"| REINFORCE, s per iteration ({recs['reinforce_ema']['config']['reinforce']['prompts_per_iter']} "
              f"prompts, {recs['reinforce_ema']['config']['reinforce']['max_new_tokens']} new tokens) "
-             f"| {it_then:.1f} | {it_here:.1f} |"]
-    total_then = total_here = 0.0
+             f"| {native['sec_per_iter']:.1f} | {here['sec_per_iter']:.1f} |"]
     if "before_training" not in recs["rm_scalar"]:  # an older record: its wall time holds the original-lr run
         recs["rm_scalar_original_lr"] = {**recs["rm_scalar_original_lr"], "wall_time_s": 0.0}
+    totals = {"native": 0.0, "here": 0.0}
     for nb, names in NOTEBOOK_RECORDS.items():
-        then = sum(recs[n]["wall_time_s"] for n in names)
-        projected = sum(recs[n]["wall_time_s"] * scale[n] for n in names)
-        peak = max(recs[n]["peak_memory_mb"] for n in names) / 1024
-        total_then, total_here = total_then + then, total_here + projected
-        lines.append(f"| notebook {nb} | {then / 60:.0f} min, peak memory {peak:.1f} GB | ~{projected / 60:.0f} min "
-                     "(projected) |")
-    lines.append(f"| all notebooks (`make report`) | {total_then / 60:.0f} min | ~{total_here / 60:.0f} min (projected) |")
+        cells = []
+        for machine in ("native", "here"):
+            made_on = {n: by_hardware[recs[n]["hardware"]] for n in names}
+            seconds = sum(recs[n]["wall_time_s"] * scale(n, made_on[n], machine) for n in names)
+            totals[machine] += seconds
+            mine = [n for n in names if made_on[n] == machine]
+            how = ("recorded" if len(mine) == len(names) else "projected" if not mine
+                   else f"{len(mine)} of {len(names)} runs recorded, the rest projected")
+            peak = f", peak memory {max(recs[n]['peak_memory_mb'] for n in mine) / 1024:.1f} GB" if mine else ""
+            cells.append(f"{seconds / 60:.0f} min ({how}{peak})")
+        lines.append(f"| notebook {nb} | {cells[0]} | {cells[1]} |")
+    lines.append(f"| all notebooks (`make report`) | {totals['native'] / 60:.0f} min | {totals['here'] / 60:.0f} min |")
     return "\n".join(lines) + (
-        "\n\nRecorded times add up the `wall_time_s` of each notebook's run records (model loading between runs "
-        "excluded); peak memory is the notebook process's peak resident memory. Projected times scale each recorded "
-        "time by the ratio of the training rates measured by `make bench` on this machine "
-        "(`results/speed_profile.json`): they are estimates, not runs. The machine that made the records is "
-        "described by its own `make bench` record, `results/bench_native_bf16_cpu.json`.")
+        "\n\nEach notebook's time adds up the `wall_time_s` of its run records (model loading between runs excluded), "
+        "as recorded on the machine that made them; on the other machine it is projected by the ratio of the two "
+        "machines' rates measured by `make bench` (`report/readme_table.py`, `machine_rates`): projections are "
+        "estimates, not runs. Peak memory is the notebook process's peak resident memory, where it was recorded. "
+        "Each machine is described by its own `make bench` records (`results/bench.json` and "
+        "`results/speed_profile.json` here; `results/bench_native_bf16_cpu.json` and "
+        "`results/speed_profile_native_bf16_cpu.json` for the machine with native bf16).")
 
 
 def studies_tables(profile: str = "cpu") -> str:

@@ -1,0 +1,51 @@
+"""The README's cost table: each notebook's time as recorded on the machine that made its runs, and projected
+to the other machine by the rates `make bench` measured on both (report/readme_table.py)."""
+
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "report"))
+
+import readme_table  # noqa: E402
+
+NATIVE, HERE = "x86_64, 2 CPU cores", "AMD EPYC (x86_64, AVX2), 2 CPU cores"
+
+
+def write(root, name, obj):
+    path = root / "results" / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj))
+
+
+def machine(root, hardware, prof_name, bench_name, tokens_per_s, sec_per_iter=None):
+    prof = {"environment": {"hardware": hardware}, "tokens_per_s": {"attention sdpa, LoRA dropout 0.05": tokens_per_s},
+            "precision": {"precision_reason": "measured"}, "precision_probe_gflops": {"bf16": 1.0}}
+    if sec_per_iter:
+        prof["reinforce_iteration"] = {"sec_iteration": {"median": sec_per_iter}}
+    write(root, prof_name, prof)
+    write(root, bench_name, {"matmul_gflops": {"fp32": 100.0, "bf16": 400.0}})
+
+
+def test_each_notebook_is_recorded_where_its_runs_ran_and_projected_elsewhere(tmp_path, monkeypatch):
+    monkeypatch.setattr(readme_table, "ROOT", tmp_path)
+    monkeypatch.setattr(readme_table, "NATIVE_ITERATION", tmp_path / "results/cpu/after_speedups/reinforce_ema.json")
+    machine(tmp_path, NATIVE, "speed_profile_native_bf16_cpu.json", "bench_native_bf16_cpu.json", 400.0)
+    machine(tmp_path, HERE, "speed_profile.json", "bench.json", 100.0, sec_per_iter=30.0)
+    write(tmp_path, "cpu/after_speedups/reinforce_ema.json", {"metrics": {"sec_per_iter": 10.0}})
+    here = {"data", "rm_scalar", "rm_scalar_original_lr", "reinforce_ema"}  # 02 re-run here, 03 half-way
+    for names in readme_table.NOTEBOOK_RECORDS.values():
+        for name in names:
+            write(tmp_path, f"cpu/{name}.json", {
+                "hardware": f"{HERE if name in here else NATIVE}", "wall_time_s": 600.0, "peak_memory_mb": 1024.0,
+                "before_training": {}, "config": {"reinforce": {"prompts_per_iter": 8, "max_new_tokens": 96}}})
+    rows = {line.split(" | ")[0].removeprefix("| notebook "): line for line in readme_table.costs_table().splitlines()
+            if line.startswith("| notebook")}
+    # two RMs of 10 min each made here, where the RM loop runs 4x slower than on the native machine
+    assert "| 5 min (projected) | 20 min (recorded, peak memory 1.0 GB) |" in rows["02_scalar_reward_model"]
+    # one REINFORCE run made here (30 s per iteration against 10), two on the native machine
+    assert ("| 23 min (2 of 3 runs recorded, the rest projected, peak memory 1.0 GB) "
+            "| 70 min (1 of 3 runs recorded, the rest projected, peak memory 1.0 GB) |") in rows["03_reinforce"]
+    write(tmp_path, "cpu/comparison.json", {"hardware": "a GPU", "wall_time_s": 1.0, "peak_memory_mb": 1.0})
+    assert "other machines (a GPU)" in readme_table.costs_table()
