@@ -93,12 +93,12 @@ def table(profile: str) -> str:
 
 
 BENCHES = {"today's build machine (`results/bench.json`)": "bench.json",
-           "the machine with native bf16 that made the records (`results/bench_native_bf16_cpu.json`)":
+           "the machine with native bf16 that made the first records (`results/bench_native_bf16_cpu.json`)":
                "bench_native_bf16_cpu.json"}
 
 
 def bench_table() -> str:
-    """alignlib vs TRL from `make bench`'s records: this machine's and that of the machine that made the records."""
+    """alignlib vs TRL from `make bench`'s records: this machine's and that of the machine with native bf16."""
     benches = {label: json.loads((ROOT / "results" / name).read_text())
                for label, name in BENCHES.items() if (ROOT / "results" / name).exists()}
     if not benches:
@@ -145,7 +145,7 @@ def profile_tables() -> str:
         return "No profile record yet: run `make bench`."
     p = json.loads(path.read_text())
     where = f"{p['environment']['hardware'].split(', torch')[0]}, {p['precision']['precision_reason']}"
-    lines = [f"Measured on today's build machine ({where}); the machine with native bf16 that made the records has "
+    lines = [f"Measured on today's build machine ({where}); the machine with native bf16 that made the first records has "
              "its own profile in `results/speed_profile_native_bf16_cpu.json`, and the report shows both.", "",
              "Where a reward-model training step spends its CPU time (torch profiler, `benchmarks/speed_profile.py`):", "",
              "| operations | share |", "|---|---|"]
