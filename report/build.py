@@ -10,6 +10,7 @@ then, with the command that makes them), and compiles.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sys
@@ -54,6 +55,22 @@ def full_column(profile: str) -> list[str]:
     return have if profile != "full" and "rm_scalar" in have else []
 
 
+def stale_policies(profile: str) -> list[str]:
+    """The REINFORCE records whose reward model has been trained again since: the sha256 of the weights they
+    were trained against (`reward_model_sha256`, recorded since baf8bb5) differs from the adapter now in their
+    `reward_model` folder, as while a re-execution of the notebooks spans sessions. Older records hold no
+    digest and are not judged."""
+    stale = []
+    for name in NEEDED:
+        path = ROOT / "results" / profile / f"{name}.json"
+        record = json.loads(path.read_text()) if name.startswith("reinforce") and path.exists() else {}
+        weights = ROOT / record.get("config", {}).get("reward_model", "-") / "adapter_model.safetensors"
+        if record.get("reward_model_sha256") and weights.exists() and \
+                hashlib.sha256(weights.read_bytes()).hexdigest() != record["reward_model_sha256"]:
+            stale.append(name)
+    return stale
+
+
 def missing_records(profile: str) -> list[str]:
     problems = []
     for name, notebook in NEEDED.items():
@@ -82,10 +99,13 @@ def build(profile: str, output: Path | None = None) -> Path:
     if problems:
         raise SystemExit("Cannot build the report:\n  " + "\n  ".join(problems))
     output = output or ROOT / "report" / ("report.pdf" if profile == "cpu" else f"report-{profile}.pdf")
-    full = full_column(profile)
+    full, stale = full_column(profile), stale_policies(profile)
+    if stale:
+        print(f"warning: {', '.join(stale)} optimised a reward model that has been trained again since: re-run "
+              "their notebook (the report says so)", file=sys.stderr)
     typst.compile(str(ROOT / "report" / "report.typ"), output=str(output), root=str(ROOT),
                   sys_inputs={"profile": profile, "studies": ",".join(studies_present(profile)),
-                              "full": ",".join(full),
+                              "full": ",".join(full), "stale": ",".join(stale),
                               **{f"command_{name}": command for name, command in FULL_COLUMN.items()},
                               "full_seeds": "1" if "reinforce_ema" in full
                               and (ROOT / "results" / "full" / "seeds.json").exists() else ""})

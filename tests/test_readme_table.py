@@ -49,3 +49,21 @@ def test_each_notebook_is_recorded_where_its_runs_ran_and_projected_elsewhere(tm
             "| 70 min (1 of 3 runs recorded, the rest projected, peak memory 1.0 GB) |") in rows["03_reinforce"]
     write(tmp_path, "cpu/comparison.json", {"hardware": "a GPU", "wall_time_s": 1.0, "peak_memory_mb": 1.0})
     assert "other machines (a GPU)" in readme_table.costs_table()
+
+
+def test_a_policy_whose_reward_model_was_trained_again_is_named_stale(tmp_path, monkeypatch):
+    import hashlib
+
+    import build
+
+    monkeypatch.setattr(build, "ROOT", tmp_path)
+    weights = tmp_path / "results/cpu/adapters/rm_scalar/adapter_model.safetensors"
+    weights.parent.mkdir(parents=True)
+    weights.write_bytes(b"the reward model notebook 03 optimised")
+    digest = hashlib.sha256(weights.read_bytes()).hexdigest()
+    for name, sha in (("reinforce_ema", digest), ("reinforce_rloo", digest), ("reinforce_ema_kl", None)):
+        write(tmp_path, f"cpu/{name}.json", {"config": {"reward_model": "results/cpu/adapters/rm_scalar"},
+                                             **({"reward_model_sha256": sha} if sha else {})})
+    assert build.stale_policies("cpu") == []
+    weights.write_bytes(b"notebook 02 ran again")
+    assert build.stale_policies("cpu") == ["reinforce_ema", "reinforce_rloo"]  # the one without a digest is not judged
