@@ -56,17 +56,20 @@ def full_column(profile: str) -> list[str]:
 
 
 def stale_policies(profile: str) -> list[str]:
-    """The REINFORCE records whose reward model has been trained again since: the sha256 of the weights they
-    were trained against (`reward_model_sha256`, recorded since baf8bb5) differs from the adapter now in their
-    `reward_model` folder, as while a re-execution of the notebooks spans sessions. Older records hold no
-    digest and are not judged."""
+    """The REINFORCE records whose reward model has been trained again since, as while a re-execution of the
+    notebooks spans sessions: the sha256 of the weights they were trained against (`reward_model_sha256`,
+    recorded since baf8bb5) differs from the adapter now in their `reward_model` folder, or, for older records
+    without it, the reward model's record (named by that folder) was created after theirs."""
     stale = []
     for name in NEEDED:
         path = ROOT / "results" / profile / f"{name}.json"
         record = json.loads(path.read_text()) if name.startswith("reinforce") and path.exists() else {}
-        weights = ROOT / record.get("config", {}).get("reward_model", "-") / "adapter_model.safetensors"
-        if record.get("reward_model_sha256") and weights.exists() and \
-                hashlib.sha256(weights.read_bytes()).hexdigest() != record["reward_model_sha256"]:
+        folder = Path(record.get("config", {}).get("reward_model", "-"))
+        weights, rm_path = ROOT / folder / "adapter_model.safetensors", ROOT / "results" / profile / f"{folder.name}.json"
+        if record.get("reward_model_sha256"):
+            if weights.exists() and hashlib.sha256(weights.read_bytes()).hexdigest() != record["reward_model_sha256"]:
+                stale.append(name)
+        elif rm_path.exists() and record.get("created", "") < json.loads(rm_path.read_text()).get("created", ""):
             stale.append(name)
     return stale
 

@@ -64,6 +64,12 @@ def test_a_policy_whose_reward_model_was_trained_again_is_named_stale(tmp_path, 
     for name, sha in (("reinforce_ema", digest), ("reinforce_rloo", digest), ("reinforce_ema_kl", None)):
         write(tmp_path, f"cpu/{name}.json", {"config": {"reward_model": "results/cpu/adapters/rm_scalar"},
                                              **({"reward_model_sha256": sha} if sha else {})})
+    write(tmp_path, "cpu/rm_scalar.json", {"created": "2026-11-25 01:00:00"})
+    for name in ("reinforce_ema", "reinforce_rloo", "reinforce_ema_kl"):
+        record = json.loads((tmp_path / f"results/cpu/{name}.json").read_text())
+        write(tmp_path, f"cpu/{name}.json", {**record, "created": "2026-11-25 02:00:00"})
     assert build.stale_policies("cpu") == []
     weights.write_bytes(b"notebook 02 ran again")
-    assert build.stale_policies("cpu") == ["reinforce_ema", "reinforce_rloo"]  # the one without a digest is not judged
+    assert build.stale_policies("cpu") == ["reinforce_ema", "reinforce_rloo"]  # by their digests
+    write(tmp_path, "cpu/rm_scalar.json", {"created": "2026-12-02 01:00:00"})  # an older record: by the dates
+    assert build.stale_policies("cpu") == ["reinforce_ema", "reinforce_rloo", "reinforce_ema_kl"]
