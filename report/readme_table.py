@@ -67,16 +67,13 @@ def table(profile: str) -> str:
                   "was not trained on (scalar RM ↔ E[p] of the probabilistic RM).", ""]
     if rms or runs:
         src = (rms or runs)[0][1]
-        parts = [f"Profile `{profile}`", f"model `{src['model_source']}`", f"data `{src['data_source']}`",
-                 src["hardware"]]
+        parts = [f"Profile `{profile}`", f"model `{src['model_source']}`", f"data `{src['data_source']}`"]
         if rms:
             parts.append(f"{rms[0][1]['metrics']['n_pairs']} validation pairs")
         if runs:
             parts.append(f"{runs[0][1]['metrics']['n_eval_prompts']} held-out prompts")
         lines.append(", ".join(parts) + ".")
-        used = sorted({r.get("precision", "not recorded") for _, r in rms + runs})
-        lines += ["", "Precision of these runs: " + ", ".join(f"`{p}`" for p in used)
-                  + f" ({(rms or runs)[0][1].get('precision_reason', 'not recorded')})."]
+        lines += ["", "Where and in what precision each record was made: " + made_on(rms + runs) + "."]
         data = load(profile, "data")
         if data:
             d = data["metrics"]
@@ -90,6 +87,20 @@ def table(profile: str) -> str:
         lines += ["", "Code that made each record: " + "; ".join(
             f"{v}: " + ", ".join(f"`{n}`" for n in names) for v, names in versions.items()) + "."]
     return "\n".join(lines)
+
+
+PRECISION_NAMES = {"none": "float32", "bf16": "bfloat16 autocast", "fp16": "float16 autocast"}
+
+
+def made_on(named_records: list[tuple[str, dict]]) -> str:
+    """The records grouped by machine and precision: "<hardware>, <precision> (<why>): `a`, `b`; ..."
+    (a re-execution that spans machines leaves records of both in one table)."""
+    groups: dict[tuple[str, str, str], list[str]] = {}
+    for name, r in named_records:
+        key = (r["hardware"], r.get("precision", "not recorded"), r.get("precision_reason", "not recorded"))
+        groups.setdefault(key, []).append(name)
+    return "; ".join(f"{hw}, {PRECISION_NAMES.get(p, p)} ({why}): " + ", ".join(f"`{n}`" for n in names)
+                     for (hw, p, why), names in groups.items())
 
 
 BENCHES = {"today's build machine (`results/bench.json`)": "bench.json",

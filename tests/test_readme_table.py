@@ -73,3 +73,13 @@ def test_a_policy_whose_reward_model_was_trained_again_is_named_stale(tmp_path, 
     assert build.stale_policies("cpu") == ["reinforce_ema", "reinforce_rloo"]  # by their digests
     write(tmp_path, "cpu/rm_scalar.json", {"created": "2026-12-02 01:00:00"})  # an older record: by the dates
     assert build.stale_policies("cpu") == ["reinforce_ema", "reinforce_rloo", "reinforce_ema_kl"]
+
+
+def test_the_results_table_names_each_records_machine_and_precision():
+    """Mid-re-execution, one table holds records of two machines: each is named with its own precision."""
+    recs = [("rm_scalar", {"hardware": HERE, "precision": "none", "precision_reason": "no native bf16"}),
+            ("rm_prob", {"hardware": NATIVE, "precision": "bf16", "precision_reason": "fixed by the profile"}),
+            ("reinforce_ema", {"hardware": NATIVE, "precision": "bf16", "precision_reason": "fixed by the profile"})]
+    assert readme_table.made_on(recs) == (
+        f"{HERE}, float32 (no native bf16): `rm_scalar`; "
+        f"{NATIVE}, bfloat16 autocast (fixed by the profile): `rm_prob`, `reinforce_ema`")
