@@ -51,30 +51,6 @@ def test_each_notebook_is_recorded_where_its_runs_ran_and_projected_elsewhere(tm
     assert "other machines (a GPU)" in readme_table.costs_table()
 
 
-def test_a_policy_whose_reward_model_was_trained_again_is_named_stale(tmp_path, monkeypatch):
-    import hashlib
-
-    import build
-
-    monkeypatch.setattr(build, "ROOT", tmp_path)
-    weights = tmp_path / "results/cpu/adapters/rm_scalar/adapter_model.safetensors"
-    weights.parent.mkdir(parents=True)
-    weights.write_bytes(b"the reward model notebook 03 optimised")
-    digest = hashlib.sha256(weights.read_bytes()).hexdigest()
-    for name, sha in (("reinforce_ema", digest), ("reinforce_rloo", digest), ("reinforce_ema_kl", None)):
-        write(tmp_path, f"cpu/{name}.json", {"config": {"reward_model": "results/cpu/adapters/rm_scalar"},
-                                             **({"reward_model_sha256": sha} if sha else {})})
-    write(tmp_path, "cpu/rm_scalar.json", {"created": "2026-11-25 01:00:00"})
-    for name in ("reinforce_ema", "reinforce_rloo", "reinforce_ema_kl"):
-        record = json.loads((tmp_path / f"results/cpu/{name}.json").read_text())
-        write(tmp_path, f"cpu/{name}.json", {**record, "created": "2026-11-25 02:00:00"})
-    assert build.stale_policies("cpu") == []
-    weights.write_bytes(b"notebook 02 ran again")
-    assert build.stale_policies("cpu") == ["reinforce_ema", "reinforce_rloo"]  # by their digests
-    write(tmp_path, "cpu/rm_scalar.json", {"created": "2026-12-02 01:00:00"})  # an older record: by the dates
-    assert build.stale_policies("cpu") == ["reinforce_ema", "reinforce_rloo", "reinforce_ema_kl"]
-
-
 def test_the_results_table_names_each_records_machine_and_precision():
     """Mid-re-execution, one table holds records of two machines: each is named with its own precision."""
     recs = [("rm_scalar", {"hardware": HERE, "precision": "none", "precision_reason": "no native bf16"}),

@@ -78,6 +78,33 @@ def test_missing_bench_record_is_named(tmp_path, monkeypatch):
         assert f"results/{name} is missing: run `make bench`" in problems
 
 
+def test_a_policy_whose_reward_model_was_trained_again_is_named_stale(tmp_path, monkeypatch):
+    import hashlib
+
+    def write(root, name, obj):
+        path = root / "results" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(obj))
+
+    monkeypatch.setattr(build, "ROOT", tmp_path)
+    weights = tmp_path / "results/cpu/adapters/rm_scalar/adapter_model.safetensors"
+    weights.parent.mkdir(parents=True)
+    weights.write_bytes(b"the reward model notebook 03 optimised")
+    digest = hashlib.sha256(weights.read_bytes()).hexdigest()
+    for name, sha in (("reinforce_ema", digest), ("reinforce_rloo", digest), ("reinforce_ema_kl", None)):
+        write(tmp_path, f"cpu/{name}.json", {"config": {"reward_model": "results/cpu/adapters/rm_scalar"},
+                                             **({"reward_model_sha256": sha} if sha else {})})
+    write(tmp_path, "cpu/rm_scalar.json", {"created": "2026-11-25 01:00:00"})
+    for name in ("reinforce_ema", "reinforce_rloo", "reinforce_ema_kl"):
+        record = json.loads((tmp_path / f"results/cpu/{name}.json").read_text())
+        write(tmp_path, f"cpu/{name}.json", {**record, "created": "2026-11-25 02:00:00"})
+    assert build.stale_policies("cpu") == []
+    weights.write_bytes(b"notebook 02 ran again")
+    assert build.stale_policies("cpu") == ["reinforce_ema", "reinforce_rloo"]  # by their digests
+    write(tmp_path, "cpu/rm_scalar.json", {"created": "2026-12-02 01:00:00"})  # an older record: by the dates
+    assert build.stale_policies("cpu") == ["reinforce_ema", "reinforce_rloo", "reinforce_ema_kl"]
+
+
 def test_missing_record_names_the_notebook(tmp_path, monkeypatch):
     monkeypatch.setattr(build, "ROOT", tmp_path)
     (tmp_path / "results" / PROFILE).mkdir(parents=True)
