@@ -43,6 +43,8 @@ report: setup
 	  echo "== $$nb"; \
 	  ALIGNLIB_PROFILE=$$profile ALIGNLIB_REUSE_RUNS=$${ALIGNLIB_REUSE_RUNS:-$(REUSE)} $(VENV)/bin/jupyter nbconvert --to notebook --execute "$${dest[@]}" \
 	    --ExecutePreprocessor.timeout=-1 "$$nb"; \
+	  if [ "$$profile" = cpu ]; then $(PY) report/relative_paths.py "$$nb"; \
+	  else $(PY) report/relative_paths.py "results/$$profile/notebooks/$$(basename $$nb)"; fi; \
 	done; \
 	ALIGNLIB_PROFILE=$$profile $(PY) report/build.py; \
 	if [ "$$profile" = cpu ]; then $(PY) report/readme_table.py cpu && $(PY) report/timings.py readme; fi

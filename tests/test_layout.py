@@ -114,3 +114,25 @@ def test_committed_notebook_outputs_show_no_build_machine_path_and_no_library_wa
                       (str(PACKAGE.parent), "site-packages", "/home/", "/root/", "/content/", "Warning:")
                       if mark in text]
     assert not found, "\n".join(found)
+
+
+def test_relative_paths_rewrites_only_the_repository_prefix_of_text_outputs():
+    """`make report` runs report/relative_paths.py after each notebook: the absolute repository path that the
+    package prints (a resumed run's checkpoint folder) becomes relative; images, code and other paths stay."""
+    sys.path.insert(0, str(PACKAGE.parent / "report"))
+    import relative_paths
+
+    root = "/build/repo"
+    notebook = {"cells": [
+        {"cell_type": "code", "source": "print('/build/repo/x')", "outputs": [
+            {"output_type": "stream", "name": "stdout",
+             "text": ["[alignlib] resuming at step 50 from /build/repo/checkpoints/cpu/rm_state\n", "/build/other/y\n"]},
+            {"output_type": "execute_result", "data": {"text/plain": "/build/repo/results/cpu/a.json 0.5",
+                                                       "image/png": "/build/repo/"}}]},
+        {"cell_type": "markdown", "source": "/build/repo/"}]}
+    assert relative_paths.relativize(notebook, root + "/") == 2
+    out = notebook["cells"][0]["outputs"]
+    assert out[0]["text"] == ["[alignlib] resuming at step 50 from checkpoints/cpu/rm_state\n", "/build/other/y\n"]
+    assert out[1]["data"] == {"text/plain": "results/cpu/a.json 0.5", "image/png": "/build/repo/"}
+    assert notebook["cells"][0]["source"] == "print('/build/repo/x')" and notebook["cells"][1]["source"] == "/build/repo/"
+    assert relative_paths.relativize(notebook, root) == 0  # idempotent
