@@ -37,14 +37,13 @@ report: setup
 	@set -e; \
 	profile=$${ALIGNLIB_PROFILE:-$$($(PY) -c 'from alignlib.config import default_profile_name as d; print(d())')}; \
 	echo "executing the notebooks at profile '$$profile'"; \
-	if [ "$$profile" = cpu ]; then dest=(--inplace); \
-	else mkdir -p results/$$profile/notebooks; dest=(--output-dir results/$$profile/notebooks); fi; \
+	if [ "$$profile" = cpu ]; then dest=(--inplace); written=notebooks; \
+	else written=results/$$profile/notebooks; mkdir -p $$written; dest=(--output-dir $$written); fi; \
 	for nb in $(NOTEBOOKS); do \
 	  echo "== $$nb"; \
 	  ALIGNLIB_PROFILE=$$profile ALIGNLIB_REUSE_RUNS=$${ALIGNLIB_REUSE_RUNS:-$(REUSE)} $(VENV)/bin/jupyter nbconvert --to notebook --execute "$${dest[@]}" \
 	    --ExecutePreprocessor.timeout=-1 "$$nb"; \
-	  if [ "$$profile" = cpu ]; then $(PY) report/relative_paths.py "$$nb"; \
-	  else $(PY) report/relative_paths.py "results/$$profile/notebooks/$$(basename $$nb)"; fi; \
+	  $(PY) report/relative_paths.py "$$written/$$(basename $$nb)"; \
 	done; \
 	ALIGNLIB_PROFILE=$$profile $(PY) report/build.py; \
 	if [ "$$profile" = cpu ]; then $(PY) report/readme_table.py cpu && $(PY) report/timings.py readme; fi
