@@ -219,64 +219,81 @@ def machine_rates() -> dict | None:
 
 
 def costs_table(profile: str = "cpu") -> str:
-    """What the cpu profile's notebooks cost on the two machines it has run on.
+    """What the cpu profile's notebooks cost on the machines it has run on.
 
     Each notebook's time adds up its records' `wall_time_s`. A record counts as it is on the machine that made
-    it (its "hardware") and is projected to the other by the ratio of the two machines' rates measured by
-    `make bench` (`machine_rates`: reward-model records and the comparison by the reward-model loop's tokens/s,
+    it (its "hardware") and is projected to the other `make bench` machine by the ratio of the two machines'
+    rates (`machine_rates`: reward-model records and the comparison by the reward-model loop's tokens/s,
     REINFORCE records by the seconds per iteration). A cell says whether it was recorded, projected, or both.
+    A machine without `make bench` records gets a column of what was recorded on it, and nothing is projected
+    to or from it: a cell that would need that says "–".
     """
     recs = {name: load(profile, name) for names in NOTEBOOK_RECORDS.values() for name in names}
     rates = machine_rates()
     if not all(recs.values()) or rates is None:
         return "Not all records exist yet: run `make report` and `make bench`."
     by_hardware = {r["hardware"]: m for m, r in rates.items()}
-    unknown = sorted({r["hardware"] for r in recs.values()} - set(by_hardware))
-    if unknown:
-        return f"Records made on other machines ({', '.join(unknown)}): no projection (`make bench` there first)."
+    machine_of = lambda name: by_hardware.get(recs[name]["hardware"], recs[name]["hardware"])
+    others = sorted({machine_of(n) for n in recs} - set(rates))
+    columns = ["native", "here", *others]
 
-    def scale(name: str, made_on: str, to: str) -> float:
+    def scale(name: str, made_on: str, to: str) -> float | None:
         if made_on == to or name == "data":
             return 1.0
+        if made_on not in rates or to not in rates:
+            return None
         if name.startswith("reinforce"):
             return rates[to]["sec_per_iter"] / rates[made_on]["sec_per_iter"]
         return rates[made_on]["rm_tokens_per_s"] / rates[to]["rm_tokens_per_s"]
 
     native, here = rates["native"], rates["here"]
+    made_there = lambda hw: [recs[n] for n in recs if machine_of(n) == hw]
+    iteration = lambda hw: next((f"{r['metrics']['sec_per_iter']:.1f} (a notebook run)" for r in made_there(hw)
+                                 if "sec_per_iter" in r.get("metrics", {})), "–")
     gemm = lambda m: m["bench"]["matmul_gflops"]  # measured by make bench beside its runs
-    lines = [f"| `cpu` profile | 2-core x86_64 with native bf16 (made the first records) "
-             f"| {here['hardware'].split(', torch')[0]} (`make bench` here) |", "|---|---|---|",
-             f"| precision | bf16 autocast (the profile's setting then) | {here['prof']['precision']['precision_reason']} |",
-             f"| matrix product, GFLOP/s (2048³, `make bench`) | fp32 {gemm(native)['fp32']:.0f}, bf16 "
-             f"{gemm(native)['bf16']:.0f} | fp32 {gemm(here)['fp32']:.0f}, bf16 "
-             f"{here['prof']['precision_probe_gflops']['bf16']:.1f} (probe shape) |",
-             f"| reward-model training loop, real tokens/s (`make bench`) | {native['rm_tokens_per_s']:.0f} "
-             f"| {here['rm_tokens_per_s']:.0f} |",
-             f"| REINFORCE, s per iteration ({recs['reinforce_ema']['config']['reinforce']['prompts_per_iter']} "
-             f"prompts, {recs['reinforce_ema']['config']['reinforce']['max_new_tokens']} new tokens) "
-             f"| {native['sec_per_iter']:.1f} | {here['sec_per_iter']:.1f} |"]
+    rcfg = recs["reinforce_ema"]["config"]["reinforce"]
+    rows = [("`cpu` profile", "2-core x86_64 with native bf16 (made the first records)",
+             f"{here['hardware'].split(', torch')[0]} (`make bench` here)",
+             *(f"{hw.split(', torch')[0]} (no `make bench`)" for hw in others)),
+            ("precision", "bf16 autocast (the profile's setting then)", here["prof"]["precision"]["precision_reason"],
+             *(made_there(hw)[0].get("precision_reason", "–") for hw in others)),
+            ("matrix product, GFLOP/s (2048³, `make bench`)", f"fp32 {gemm(native)['fp32']:.0f}, bf16 "
+             f"{gemm(native)['bf16']:.0f}", f"fp32 {gemm(here)['fp32']:.0f}, bf16 "
+             f"{here['prof']['precision_probe_gflops']['bf16']:.1f} (probe shape)", *("–" for _ in others)),
+            ("reward-model training loop, real tokens/s (`make bench`)", f"{native['rm_tokens_per_s']:.0f}",
+             f"{here['rm_tokens_per_s']:.0f}", *("–" for _ in others)),
+            (f"REINFORCE, s per iteration ({rcfg['prompts_per_iter']} prompts, {rcfg['max_new_tokens']} new tokens)",
+             f"{native['sec_per_iter']:.1f}", f"{here['sec_per_iter']:.1f}", *(iteration(hw) for hw in others))]
     if "before_training" not in recs["rm_scalar"]:  # an older record: its wall time holds the original-lr run
         recs["rm_scalar_original_lr"] = {**recs["rm_scalar_original_lr"], "wall_time_s": 0.0}
-    totals = {"native": 0.0, "here": 0.0}
+    totals = dict.fromkeys(columns, 0.0)
     for nb, names in NOTEBOOK_RECORDS.items():
         cells = []
-        for machine in ("native", "here"):
-            made_on = {n: by_hardware[recs[n]["hardware"]] for n in names}
-            seconds = sum(recs[n]["wall_time_s"] * scale(n, made_on[n], machine) for n in names)
-            totals[machine] += seconds
-            mine = [n for n in names if made_on[n] == machine]
+        for machine in columns:
+            factors = [scale(n, machine_of(n), machine) for n in names]
+            mine = [n for n in names if machine_of(n) == machine]
+            if None in factors:
+                totals[machine] = None
+                cells.append(f"– ({len(mine)} of {len(names)} runs made here)" if mine else "–")
+                continue
+            seconds = sum(recs[n]["wall_time_s"] * f for n, f in zip(names, factors))
+            totals[machine] = None if totals[machine] is None else totals[machine] + seconds
             how = ("recorded" if len(mine) == len(names) else "projected" if not mine
                    else f"{len(mine)} of {len(names)} runs recorded, the rest projected")
             peak = f", peak memory {max(recs[n]['peak_memory_mb'] for n in mine) / 1024:.1f} GB" if mine else ""
             cells.append(f"{seconds / 60:.0f} min ({how}{peak})")
-        lines.append(f"| notebook {nb} | {cells[0]} | {cells[1]} |")
-    lines.append(f"| all notebooks (`make report`) | {totals['native'] / 60:.0f} min | {totals['here'] / 60:.0f} min |")
+        rows.append((f"notebook {nb}", *cells))
+    rows.append(("all notebooks (`make report`)", *("–" if totals[m] is None else f"{totals[m] / 60:.0f} min"
+                                                   for m in columns)))
+    lines = ["| " + " | ".join(row) + " |" for row in rows]
+    lines.insert(1, "|---" * len(columns) + "|---|")
     return "\n".join(lines) + (
         "\n\nEach notebook's time adds up the `wall_time_s` of its run records (model loading between runs excluded), "
-        "as recorded on the machine that made them; on the other machine it is projected by the ratio of the two "
-        "machines' rates measured by `make bench` (`report/readme_table.py`, `machine_rates`): projections are "
-        "estimates, not runs. Peak memory is the notebook process's peak resident memory, where it was recorded. "
-        "Each machine is described by its own `make bench` records (`results/bench.json` and "
+        "as recorded on the machine that made them; on the other `make bench` machine it is projected by the ratio "
+        "of the two machines' rates (`report/readme_table.py`, `machine_rates`): projections are estimates, not "
+        "runs. A machine without `make bench` records shows only what was recorded on it, and nothing is projected "
+        "to or from it (\"–\"). Peak memory is the notebook process's peak resident memory, where it was recorded. "
+        "Each `make bench` machine is described by its own records (`results/bench.json` and "
         "`results/speed_profile.json` here; `results/bench_native_bf16_cpu.json` and "
         "`results/speed_profile_native_bf16_cpu.json` for the machine with native bf16).")
 

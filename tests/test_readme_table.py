@@ -1,5 +1,6 @@
 """The README's cost table: each notebook's time as recorded on the machine that made its runs, and projected
-to the other machine by the rates `make bench` measured on both (report/readme_table.py)."""
+to the other machine by the rates `make bench` measured on both; a machine without `make bench` records shows
+only what it recorded (report/readme_table.py)."""
 
 import json
 import sys
@@ -47,8 +48,17 @@ def test_each_notebook_is_recorded_where_its_runs_ran_and_projected_elsewhere(tm
     # one REINFORCE run made here (30 s per iteration against 10), two on the native machine
     assert ("| 23 min (2 of 3 runs recorded, the rest projected, peak memory 1.0 GB) "
             "| 70 min (1 of 3 runs recorded, the rest projected, peak memory 1.0 GB) |") in rows["03_reinforce"]
-    write(tmp_path, "cpu/comparison.json", {"hardware": "a GPU", "wall_time_s": 1.0, "peak_memory_mb": 1.0})
-    assert "other machines (a GPU)" in readme_table.costs_table()
+    # a machine without make bench records: its own column of what it recorded, nothing projected to or from it
+    write(tmp_path, "cpu/comparison.json", {"hardware": "a GPU", "wall_time_s": 120.0, "peak_memory_mb": 2048.0,
+                                            "precision_reason": "bf16 on the GPU"})
+    lines = readme_table.costs_table().splitlines()
+    rows = {line.split(" | ")[0].removeprefix("| "): line for line in lines if line.startswith("| ")}
+    assert rows["`cpu` profile"].endswith("| a GPU (no `make bench`) |") and lines[1] == "|---|---|---|---|"
+    assert rows["precision"].endswith("| bf16 on the GPU |")
+    assert rows["notebook 05_comparison"].endswith("| – | – | 2 min (recorded, peak memory 2.0 GB) |")
+    assert rows["notebook 02_scalar_reward_model"].endswith("| 5 min (projected) | 20 min (recorded, peak memory "
+                                                            "1.0 GB) | – |")
+    assert rows["all notebooks (`make report`)"].endswith("| – | – | – |")  # no machine ran or projects them all
 
 
 def test_the_results_table_names_each_records_machine_and_precision():
