@@ -256,7 +256,8 @@ def costs_table(profile: str = "cpu") -> str:
              f"{here['hardware'].split(', torch')[0]} (`make bench` here)",
              *(f"{hw.split(', torch')[0]} (no `make bench`)" for hw in others)),
             ("precision", "bf16 autocast (the profile's setting then)", here["prof"]["precision"]["precision_reason"],
-             *(made_there(hw)[0].get("precision_reason", "–") for hw in others)),
+             *(f"{PRECISION_NAMES.get(r.get('precision'), r.get('precision'))} ({r.get('precision_reason')})"
+               for r in (made_there(hw)[0] for hw in others))),
             ("matrix product, GFLOP/s (2048³, `make bench`)", f"fp32 {gemm(native)['fp32']:.0f}, bf16 "
              f"{gemm(native)['bf16']:.0f}", f"fp32 {gemm(here)['fp32']:.0f}, bf16 "
              f"{here['prof']['precision_probe_gflops']['bf16']:.1f} (probe shape)", *("–" for _ in others)),

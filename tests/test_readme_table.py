@@ -50,11 +50,11 @@ def test_each_notebook_is_recorded_where_its_runs_ran_and_projected_elsewhere(tm
             "| 70 min (1 of 3 runs recorded, the rest projected, peak memory 1.0 GB) |") in rows["03_reinforce"]
     # a machine without make bench records: its own column of what it recorded, nothing projected to or from it
     write(tmp_path, "cpu/comparison.json", {"hardware": "a GPU", "wall_time_s": 120.0, "peak_memory_mb": 2048.0,
-                                            "precision_reason": "bf16 on the GPU"})
+                                            "precision": "bf16", "precision_reason": "bf16 on the GPU"})
     lines = readme_table.costs_table().splitlines()
     rows = {line.split(" | ")[0].removeprefix("| "): line for line in lines if line.startswith("| ")}
     assert rows["`cpu` profile"].endswith("| a GPU (no `make bench`) |") and lines[1] == "|---|---|---|---|"
-    assert rows["precision"].endswith("| bf16 on the GPU |")
+    assert rows["precision"].endswith("| bfloat16 autocast (bf16 on the GPU) |")
     assert rows["notebook 05_comparison"].endswith("| – | – | 2 min (recorded, peak memory 2.0 GB) |")
     assert rows["notebook 02_scalar_reward_model"].endswith("| 5 min (projected) | 20 min (recorded, peak memory "
                                                             "1.0 GB) | – |")
