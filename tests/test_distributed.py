@@ -38,9 +38,8 @@ def launch(out_dir: Path, *args) -> subprocess.CompletedProcess:
 def assert_same_run(one: tuple, two: tuple, after_updates: float = 0.0) -> None:
     """The first step starts from the same weights in both runs, so its metrics agree to float rounding.
     `after_updates` > 0 allows later steps' metrics to drift by that share of their scale, and the final weights
-    by 3% of their norm: AdamW
-    moves a parameter whose gradient is near zero by about ±lr whichever sign rounding gives that gradient
-    (its step is m/sqrt(v)), so where the kernels round a split batch differently from a whole one (AVX512
+    by 3% of their norm: AdamW moves a parameter whose gradient is near zero by about ±lr whichever sign
+    rounding gives that gradient (its step is m/sqrt(v)), so where the kernels round a split batch differently from a whole one (AVX512
     CPUs), full fine-tuning drifts by up to 1.3% of a metric's scale (the KL to SFT, a small difference of
     large log-probabilities; the losses 0.1%) and 1% of the weights' norm (measured on AMD EPYC with AVX512;
     bitwise equal on AVX2). A missing gradient all-reduce or a wrong data split already shows in the first step."""
