@@ -99,8 +99,13 @@ def made_on(named_records: list[tuple[str, dict]]) -> str:
     for name, r in named_records:
         key = (r["hardware"], r.get("precision", "not recorded"), r.get("precision_reason", "not recorded"))
         groups.setdefault(key, []).append(name)
-    return "; ".join(f"{hw}, {PRECISION_NAMES.get(p, p)} ({why}): " + ", ".join(f"`{n}`" for n in names)
+    return "; ".join(f"{hw}, {precision_text(p, why)}: " + ", ".join(f"`{n}`" for n in names)
                      for (hw, p, why), names in groups.items())
+
+
+def precision_text(precision: str, why: str) -> str:
+    """A record's precision as the README names it: "float32 (<precision_reason>)"."""
+    return f"{PRECISION_NAMES.get(precision, precision)} ({why})"
 
 
 BENCHES = {"today's build machine (`results/bench.json`)": "bench.json",
@@ -256,7 +261,7 @@ def costs_table(profile: str = "cpu") -> str:
              f"{here['hardware'].split(', torch')[0]} (`make bench` here)",
              *(f"{hw.split(', torch')[0]} (no `make bench`)" for hw in others)),
             ("precision", "bf16 autocast (the profile's setting then)", here["prof"]["precision"]["precision_reason"],
-             *(f"{PRECISION_NAMES.get(r.get('precision'), r.get('precision'))} ({r.get('precision_reason')})"
+             *(precision_text(r.get("precision", "not recorded"), r.get("precision_reason", "not recorded"))
                for r in (made_there(hw)[0] for hw in others))),
             ("matrix product, GFLOP/s (2048³, `make bench`)", f"fp32 {gemm(native)['fp32']:.0f}, bf16 "
              f"{gemm(native)['bf16']:.0f}", f"fp32 {gemm(here)['fp32']:.0f}, bf16 "
@@ -267,24 +272,24 @@ def costs_table(profile: str = "cpu") -> str:
              f"{native['sec_per_iter']:.1f}", f"{here['sec_per_iter']:.1f}", *(iteration(hw) for hw in others))]
     if "before_training" not in recs["rm_scalar"]:  # an older record: its wall time holds the original-lr run
         recs["rm_scalar_original_lr"] = {**recs["rm_scalar_original_lr"], "wall_time_s": 0.0}
-    totals = dict.fromkeys(columns, 0.0)
+    minutes = {m: [] for m in columns}  # per notebook; None where it cannot be projected
     for nb, names in NOTEBOOK_RECORDS.items():
         cells = []
         for machine in columns:
             factors = [scale(n, machine_of(n), machine) for n in names]
             mine = [n for n in names if machine_of(n) == machine]
             if None in factors:
-                totals[machine] = None
+                minutes[machine].append(None)
                 cells.append(f"– ({len(mine)} of {len(names)} runs made here)" if mine else "–")
                 continue
             seconds = sum(recs[n]["wall_time_s"] * f for n, f in zip(names, factors))
-            totals[machine] = None if totals[machine] is None else totals[machine] + seconds
+            minutes[machine].append(seconds / 60)
             how = ("recorded" if len(mine) == len(names) else "projected" if not mine
                    else f"{len(mine)} of {len(names)} runs recorded, the rest projected")
             peak = f", peak memory {max(recs[n]['peak_memory_mb'] for n in mine) / 1024:.1f} GB" if mine else ""
             cells.append(f"{seconds / 60:.0f} min ({how}{peak})")
         rows.append((f"notebook {nb}", *cells))
-    rows.append(("all notebooks (`make report`)", *("–" if totals[m] is None else f"{totals[m] / 60:.0f} min"
+    rows.append(("all notebooks (`make report`)", *("–" if None in minutes[m] else f"{sum(minutes[m]):.0f} min"
                                                    for m in columns)))
     lines = ["| " + " | ".join(row) + " |" for row in rows]
     lines.insert(1, "|---" * len(columns) + "|---|")
