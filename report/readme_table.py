@@ -108,7 +108,7 @@ def precision_text(precision: str, why: str) -> str:
     return f"{PRECISION_NAMES.get(precision, precision)} ({why})"
 
 
-BENCHES = {"today's build machine (`results/bench.json`)": "bench.json",
+BENCHES = {"the machine of `results/bench.json`": "bench.json",
            "the machine with native bf16 that made the first records (`results/bench_native_bf16_cpu.json`)":
                "bench_native_bf16_cpu.json"}
 
@@ -150,7 +150,7 @@ def bench_table() -> str:
     prof = ROOT / "results" / "speed_profile.json"
     minutes = b["wall_time_s"] / 60 + (json.loads(prof.read_text())["wall_time_s"] / 60 if prof.exists() else 0)
     return "\n".join(lines) + (
-        f"\n\nBoth libraries run on the CPU. `make bench` took {minutes:.0f} min on today's build machine. Every raw "
+        f"\n\nBoth libraries run on the CPU. `make bench` took {minutes:.0f} min on the machine of `results/bench.json`. Every raw "
         "figure, its spread over repeats and the exact settings of both libraries are in the records.")
 
 
@@ -161,7 +161,7 @@ def profile_tables() -> str:
         return "No profile record yet: run `make bench`."
     p = json.loads(path.read_text())
     where = f"{p['environment']['hardware'].split(', torch')[0]}, {p['precision']['precision_reason']}"
-    lines = [f"Measured on today's build machine ({where}); the machine with native bf16 that made the first records has "
+    lines = [f"Measured on the machine of `results/bench.json` ({where}); the machine with native bf16 that made the first records has "
              "its own profile in `results/speed_profile_native_bf16_cpu.json`, and the report shows both.", "",
              "Where a reward-model training step spends its CPU time (torch profiler, `benchmarks/speed_profile.py`):", "",
              "| operations | share |", "|---|---|"]
