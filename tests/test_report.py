@@ -2,6 +2,7 @@
 their numbers. Run after the notebooks: `make test` calls it last."""
 
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -16,7 +17,10 @@ import build  # noqa: E402
 
 
 def fmt(x, d=3):
-    return f"{x:.{d}f}"
+    """x as the report prints it: typst's calc.round rounds x * 10^d half away from zero (0.6725 -> 0.673,
+    where Python's format gives 0.672 from the binary 0.67249...)."""
+    y = x * 10**d
+    return f"{math.copysign(math.floor(abs(y) + 0.5), y) / 10**d:.{d}f}"
 
 
 @pytest.fixture(scope="module")
@@ -160,7 +164,9 @@ def test_the_readme_keeps_every_generated_section_and_shows_the_studies():
         assert f"| {v['variant']} | {v['train pairs']} |" in tables
     if summary("rm_ablation")["chosen"]:  # the README states the choice, as the report does
         assert f"Chosen: **{summary('rm_ablation')['chosen']}**" in tables
-    assert "Rankings that hold over seeds:" in tables and "judge gain" in tables
+    for name, shown in (("seeds", "Rankings that hold over seeds:"), ("overoptimization", "judge gain")):
+        if (ROOT / "results" / PROFILE / f"{name}.json").exists():  # always at smoke: make test runs the studies
+            assert shown in tables, name
 
 
 def test_report_and_readme_set_the_full_profiles_gpu_records_beside_their_own(pdf_text):
