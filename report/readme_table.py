@@ -43,7 +43,7 @@ def table(profile: str) -> str:
     runs = [(n, r) for n, r in runs if r]
     if runs:
         lines += ["| policy | reward SFT → RL | paired Δ [95% CI] | win-rate | KL to SFT | distinct-2 SFT → RL "
-                  "| length SFT → RL | s / iteration |",
+                  "| length SFT → RL | s / iteration (machine: below) |",
                   "|---|---|---|---|---|---|---|---|"]
         for name, r in runs:
             m = r["metrics"]
