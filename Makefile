@@ -25,13 +25,16 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
+# the smoke runs in float32 on every machine: with the profile's amp="auto" a CPU with AMX chose bf16, whose
+# rounding moved notebook 05's re-scoring check past its 1e-3 tolerance (precision is tested in tests/test_precision.py)
+SMOKE = HF_HUB_OFFLINE=1 ALIGNLIB_PROFILE=smoke ALIGNLIB_AMP=none
 test: setup
 	HF_HUB_OFFLINE=1 $(PY) -m pytest tests --ignore=tests/test_report.py
 	rm -rf checkpoints/smoke results/smoke  # smoke runs start fresh: a leftover checkpoint would skip their training
-	HF_HUB_OFFLINE=1 ALIGNLIB_PROFILE=smoke $(PY) -m pytest --nbval-lax -p no:cacheprovider notebooks
+	$(SMOKE) $(PY) -m pytest --nbval-lax -p no:cacheprovider notebooks
 	for study in rm-ablation seeds overoptimization; do \
-	  HF_HUB_OFFLINE=1 ALIGNLIB_PROFILE=smoke $(PY) -m alignlib.studies $$study || exit 1; done  # the report's study sections
-	HF_HUB_OFFLINE=1 ALIGNLIB_PROFILE=smoke $(PY) -m pytest tests/test_report.py
+	  $(SMOKE) $(PY) -m alignlib.studies $$study || exit 1; done  # the report's study sections
+	$(SMOKE) $(PY) -m pytest tests/test_report.py
 
 report: setup
 	@set -e; \
