@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from alignlib import checkpoint
+from alignlib import checkpoint, precision
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import distributed_job  # noqa: E402
@@ -22,7 +22,7 @@ ACCELERATE = Path(sys.executable).parent / "accelerate"
 
 # float32 in both runs, whatever the machine or $ALIGNLIB_AMP: the test compares a split batch with a whole one, and
 # bf16 autocast (the smoke profile's "auto" on a CPU with AMX) rounds the two differently by 0.3% in the first step
-FLOAT32 = {"ALIGNLIB_AMP": "none"}
+FLOAT32 = {precision.AMP_ENV: "none"}
 
 
 def free_port() -> int:
@@ -70,8 +70,7 @@ def assert_same_run(one: tuple, two: tuple, after_updates: float = 0.0) -> None:
 @pytest.fixture(scope="module")
 def one_process(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
-        for k, v in FLOAT32.items():
-            mp.setenv(k, v)
+        mp.setenv(precision.AMP_ENV, "none")
         return distributed_job.main(tmp_path_factory.mktemp("one"))
 
 
