@@ -151,6 +151,23 @@ def test_report_shows_the_overoptimisation_against_the_held_out_judge(pdf_text):
     assert "Proxy and judge reward gain over SFT" in pdf_text  # the figure's caption
     last = overopt["policies"]["reinforce_ema"]["points"][-1]
     assert f"after {last['iteration']} iterations" in pdf_text
+    # the judge "falls" only where its intervals at its peak and at the end do not overlap, never on one lower point
+    text, verdicts = " ".join(pdf_text.split()), []  # a phrase may span a line break
+    for run in overopt["policies"].values():
+        points = run["points"]
+        if len(points) < 2:
+            continue
+        peak = max(points, key=lambda p: p["judge_gain_sd"])
+        if peak is points[-1]:
+            verdicts.append("is still rising at the end")
+        elif points[-1]["judge_gain_ci95"][1] < peak["judge_gain_ci95"][0]:
+            verdicts.append("falls after it beyond noise")
+        else:
+            verdicts.append("the later points stay within noise of it")
+    for verdict in set(verdicts):
+        assert text.count(verdict) == verdicts.count(verdict), verdict
+    falls = "falls after it beyond noise" in verdicts
+    assert ("the gain under a judge the policy never saw does not fall" in text) == (bool(verdicts) and not falls)
 
 
 def test_the_readme_keeps_every_generated_section_and_shows_the_studies():
