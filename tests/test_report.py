@@ -168,6 +168,24 @@ def test_report_shows_the_overoptimisation_against_the_held_out_judge(pdf_text):
         assert text.count(verdict) == verdicts.count(verdict), verdict
     falls = "falls after it beyond noise" in verdicts
     assert ("the gain under a judge the policy never saw does not fall" in text) == (bool(verdicts) and not falls)
+    # at matched KL: each penalised point against the unpenalised point nearest in KL, counted as the report does
+    free = overopt["policies"].get("reinforce_ema", {"points": []})["points"][1:]
+    penalised = overopt["policies"].get("reinforce_ema_kl", {"points": []})["points"][1:]
+    if free and penalised:
+        pairs = [(p, min(free, key=lambda q: abs(q["kl_to_sft"] - p["kl_to_sft"]))) for p in penalised]
+        higher = sum(p["judge_gain_sd"] > q["judge_gain_sd"] for p, q in pairs)
+        above = sum(p["judge_gain_ci95"][0] > q["judge_gain_ci95"][1] for p, q in pairs)
+        below = sum(p["judge_gain_ci95"][1] < q["judge_gain_ci95"][0] for p, q in pairs)
+        assert (
+            f"higher with the penalty at {higher} of {len(pairs)}, higher beyond noise (the two intervals do not "
+            f"overlap) at {above} and lower beyond noise at {below}"
+        ) in text
+        strong = 2 * above >= len(pairs) and below == 0  # "more reward" only where most points show it beyond noise
+        assert ("reaches a given distance from SFT with more reward" in text) == strong
+        assert ("a hint, beyond noise at only" in text) == (0 < above and not strong and below == 0)
+    else:
+        assert "At matched KL." not in text
+    assert "else if" not in text  # typst code that leaked into the text (a line break before `else`)
 
 
 def test_the_readme_keeps_every_generated_section_and_shows_the_studies():
