@@ -223,6 +223,12 @@ def machine_rates() -> dict | None:
     return out
 
 
+def as_minutes(seconds: float) -> str:
+    """A wall time for the costs table: whole minutes, and "<1 min" rather than a misleading "0 min"."""
+    whole = f"{seconds / 60:.0f}"
+    return "<1 min" if whole == "0" else f"{whole} min"
+
+
 def costs_table(profile: str = "cpu") -> str:
     """What the cpu profile's notebooks cost on the machines it has run on.
 
@@ -287,9 +293,9 @@ def costs_table(profile: str = "cpu") -> str:
             how = ("recorded" if len(mine) == len(names) else "projected" if not mine
                    else f"{len(mine)} of {len(names)} runs recorded, the rest projected")
             peak = f", peak memory {max(recs[n]['peak_memory_mb'] for n in mine) / 1024:.1f} GB" if mine else ""
-            cells.append(f"{seconds / 60:.0f} min ({how}{peak})")
+            cells.append(f"{as_minutes(seconds)} ({how}{peak})")
         rows.append((f"notebook {nb}", *cells))
-    rows.append(("all notebooks (`make report`)", *("–" if None in minutes[m] else f"{sum(minutes[m]):.0f} min"
+    rows.append(("all notebooks (`make report`)", *("–" if None in minutes[m] else as_minutes(60 * sum(minutes[m]))
                                                    for m in columns)))
     lines = ["| " + " | ".join(row) + " |" for row in rows]
     lines.insert(1, "|---" * len(columns) + "|---|")

@@ -1,6 +1,7 @@
 """The package's shape: layers without import cycles, short functions, nothing done at import time."""
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -114,6 +115,27 @@ def test_committed_notebook_outputs_show_no_build_machine_path_and_no_library_wa
                       (str(PACKAGE.parent), "site-packages", "/home/", "/root/", "/content/", "Warning:")
                       if mark in text]
     assert not found, "\n".join(found)
+
+
+def test_every_figure_of_a_committed_notebook_is_shown():
+    """alignlib.plots draws inside a style context that, around a notebook's first figure, switches off the
+    interactive mode the inline backend turns on, and every later figure stayed hidden. `%matplotlib inline`
+    before any figure keeps it on: each notebook says so first, and each cell that draws shows its figure
+    (in the committed cpu notebooks every branch that draws runs)."""
+    import json
+
+    hidden = []
+    for notebook in sorted((PACKAGE.parent / "notebooks").glob("*.ipynb")):
+        cells = [c for c in json.loads(notebook.read_text())["cells"] if c["cell_type"] == "code"]
+        sources = ["".join(c["source"]) for c in cells]
+        first_import = next(i for i, src in enumerate(sources) if "from alignlib import" in src)
+        assert sources[first_import].startswith("%matplotlib inline"), notebook.name
+        for i, (cell, src) in enumerate(zip(cells, sources)):
+            draws = len(re.findall(r"\bplots\.(?!smooth\b)\w+\(", src))
+            shown = sum("image/png" in out.get("data", {}) for out in cell.get("outputs", []))
+            if draws and not shown:
+                hidden.append(f"{notebook.name}, code cell {i}: {draws} figure(s) drawn, none shown")
+    assert not hidden, "\n".join(hidden)
 
 
 def test_relative_paths_rewrites_only_the_repository_prefix_of_text_outputs():

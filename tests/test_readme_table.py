@@ -69,3 +69,10 @@ def test_the_results_table_names_each_records_machine_and_precision():
     assert readme_table.made_on(recs) == (
         f"{HERE}, float32 (no native bf16): `rm_scalar`; "
         f"{NATIVE}, bfloat16 autocast (fixed by the profile): `rm_prob`, `reinforce_ema`")
+
+
+def test_a_notebook_under_half_a_minute_reads_as_under_a_minute_not_zero():
+    assert readme_table.as_minutes(13.0) == "<1 min"
+    assert readme_table.as_minutes(30.0) == "<1 min"  # half a minute rounds to 0: never print "0 min"
+    assert readme_table.as_minutes(31.0) == "1 min"
+    assert readme_table.as_minutes(242 * 60) == "242 min"
