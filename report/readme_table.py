@@ -278,24 +278,24 @@ def costs_table(profile: str = "cpu") -> str:
              f"{native['sec_per_iter']:.1f}", f"{here['sec_per_iter']:.1f}", *(iteration(hw) for hw in others))]
     if "before_training" not in recs["rm_scalar"]:  # an older record: its wall time holds the original-lr run
         recs["rm_scalar_original_lr"] = {**recs["rm_scalar_original_lr"], "wall_time_s": 0.0}
-    minutes = {m: [] for m in columns}  # per notebook; None where it cannot be projected
+    totals = {m: [] for m in columns}  # seconds per notebook; None where it cannot be projected
     for nb, names in NOTEBOOK_RECORDS.items():
         cells = []
         for machine in columns:
             factors = [scale(n, machine_of(n), machine) for n in names]
             mine = [n for n in names if machine_of(n) == machine]
             if None in factors:
-                minutes[machine].append(None)
+                totals[machine].append(None)
                 cells.append(f"– ({len(mine)} of {len(names)} runs made here)" if mine else "–")
                 continue
             seconds = sum(recs[n]["wall_time_s"] * f for n, f in zip(names, factors))
-            minutes[machine].append(seconds / 60)
+            totals[machine].append(seconds)
             how = ("recorded" if len(mine) == len(names) else "projected" if not mine
                    else f"{len(mine)} of {len(names)} runs recorded, the rest projected")
             peak = f", peak memory {max(recs[n]['peak_memory_mb'] for n in mine) / 1024:.1f} GB" if mine else ""
             cells.append(f"{as_minutes(seconds)} ({how}{peak})")
         rows.append((f"notebook {nb}", *cells))
-    rows.append(("all notebooks (`make report`)", *("–" if None in minutes[m] else as_minutes(60 * sum(minutes[m]))
+    rows.append(("all notebooks (`make report`)", *("–" if None in totals[m] else as_minutes(sum(totals[m]))
                                                    for m in columns)))
     lines = ["| " + " | ".join(row) + " |" for row in rows]
     lines.insert(1, "|---" * len(columns) + "|---|")

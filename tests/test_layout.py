@@ -1,12 +1,14 @@
 """The package's shape: layers without import cycles, short functions, nothing done at import time."""
 
 import ast
+import json
 import re
 import subprocess
 import sys
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "alignlib"
+NOTEBOOKS = sorted((PACKAGE.parent / "notebooks").glob("*.ipynb"))
 LOOPS = {"train_reinforce", "train_reward_model"}  # each one function read top to bottom, on purpose
 
 
@@ -80,11 +82,9 @@ def test_figures_apply_the_house_style_only_while_drawing():
 
 def test_every_notebook_is_valid_nbformat_with_cell_ids():
     """Cells added by a script need ids too (nbformat 4.5), or Jupyter rewrites every notebook on save."""
-    import json
-
     import nbformat
 
-    for path in sorted((PACKAGE.parent / "notebooks").glob("*.ipynb")):
+    for path in NOTEBOOKS:
         raw = json.loads(path.read_text())
         assert all("id" in cell for cell in raw["cells"]), f"{path.name}: a cell without an id"
         nbformat.validate(nbformat.reads(path.read_text(), as_version=4))
@@ -92,8 +92,6 @@ def test_every_notebook_is_valid_nbformat_with_cell_ids():
 
 def output_texts(notebook: Path):
     """(cell index, output kind, text) of every text a committed notebook shows: streams, text results, errors."""
-    import json
-
     for i, cell in enumerate(json.loads(notebook.read_text())["cells"]):
         for out in cell.get("outputs", []):
             if "text" in out:
@@ -109,7 +107,7 @@ def test_committed_notebook_outputs_show_no_build_machine_path_and_no_library_wa
     """What a reader of the committed (cpu) notebooks sees: paths relative to the repository, no deprecation
     noise of a library (silenced where the course knows it is harmless: models.py)."""
     found = []
-    for notebook in sorted((PACKAGE.parent / "notebooks").glob("*.ipynb")):
+    for notebook in NOTEBOOKS:
         for i, kind, text in output_texts(notebook):
             found += [f"{notebook.name} cell {i} ({kind}): {mark!r}" for mark in
                       (str(PACKAGE.parent), "site-packages", "/home/", "/root/", "/content/", "Warning:")
@@ -122,10 +120,8 @@ def test_every_figure_of_a_committed_notebook_is_shown():
     interactive mode the inline backend turns on, and every later figure stayed hidden. `%matplotlib inline`
     before any figure keeps it on: each notebook says so first, and each cell that draws shows its figure
     (in the committed cpu notebooks every branch that draws runs)."""
-    import json
-
     hidden = []
-    for notebook in sorted((PACKAGE.parent / "notebooks").glob("*.ipynb")):
+    for notebook in NOTEBOOKS:
         cells = [c for c in json.loads(notebook.read_text())["cells"] if c["cell_type"] == "code"]
         sources = ["".join(c["source"]) for c in cells]
         first_import = next(i for i, src in enumerate(sources) if "from alignlib import" in src)
