@@ -6,8 +6,9 @@ the two candidate final assistant replies.
 
 Sources:
 - hub: ``juyoungml/HelpSteer2-binarized`` (train / validation as published);
-- offline: Anthropic HH-RLHF helpful test splits in ``../shared/data/hh-rlhf`` (or
-  ``$ALIGNLIB_HH_RLHF_DIR``), split deterministically into 373 validation pairs and the rest.
+- offline: Anthropic HH-RLHF helpful test splits, shipped in the repository's ``data/hh-rlhf/``
+  (MIT licence; or ``$ALIGNLIB_HH_RLHF_DIR``), split deterministically into 373 validation pairs
+  and the rest.
 """
 
 from __future__ import annotations
@@ -28,11 +29,13 @@ from .hub import hub_available
 
 HELPSTEER2_ID = "juyoungml/HelpSteer2-binarized"
 HH_DIR_ENV = "ALIGNLIB_HH_RLHF_DIR"
-HH_FILES = (
-    "helpful-base_test.jsonl.gz",
-    "helpful-online_test.jsonl.gz",
-    "helpful-rejection-sampled_test.jsonl.gz",
-)
+# the published files (data/hh-rlhf/README.md): a copy that differs (cut short, a Git LFS pointer) is refused
+HH_SHA256 = {
+    "helpful-base_test.jsonl.gz": "8be3fc1a13b27901631696f2be6f184c799f1baeaf145f53ac5db24960adc37b",
+    "helpful-online_test.jsonl.gz": "2094b210af6b2a792b1169d2930586c4b4b384d3b8a4a14460702d383c17df7f",
+    "helpful-rejection-sampled_test.jsonl.gz": "6186fc698c638dd5c6bbb33e0c115762d6fdfac0a18969ff4901545307f89a54",
+}
+HH_FILES = tuple(HH_SHA256)
 
 
 @dataclass(frozen=True)
@@ -151,11 +154,20 @@ def read_jsonl(path: Path) -> list:
 
 
 def hh_rlhf_dir() -> Path:
-    """Where the offline HH-RLHF files are: $ALIGNLIB_HH_RLHF_DIR or ../shared/data/hh-rlhf."""
-    if os.environ.get(HH_DIR_ENV):
-        return Path(os.environ[HH_DIR_ENV])
-    here = Path(__file__).resolve().parent.parent
-    return here.parent / "shared" / "data" / "hh-rlhf"
+    """Where the offline HH-RLHF files are: $ALIGNLIB_HH_RLHF_DIR, else the repository's data/hh-rlhf/."""
+    if os.environ.get(HH_DIR_ENV, "").strip():
+        return Path(os.environ[HH_DIR_ENV].strip()).expanduser()
+    return Path(__file__).resolve().parent.parent / "data" / "hh-rlhf"
+
+
+def check_sha256(path: Path, expected: str) -> None:
+    """DataFileError unless the file's sha256 is `expected` (the published file's)."""
+    digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    if digest != expected:
+        raise DataFileError(
+            f"{path} is not the published file (sha256 {digest[:12]}..., expected {expected[:12]}...): it was cut short, "
+            "changed, or is a Git LFS pointer. Restore it (git checkout -- data/hh-rlhf) or point "
+            f"${HH_DIR_ENV} to a folder with the published files (data/hh-rlhf/README.md).")
 
 
 def pairs_from_rows(rows, parse) -> tuple[list[PreferencePair], Counter]:
@@ -175,11 +187,12 @@ def load_hh_rlhf(directory: Path | None = None) -> tuple[list[PreferencePair], C
     missing = [str(f) for f in files if not f.exists()]
     if missing:
         raise DataFileError(
-            f"offline preference data not found: {', '.join(missing)}. Put the HH-RLHF files "
-            f"there or point ${HH_DIR_ENV} to the directory that holds them."
+            f"offline preference data not found: {', '.join(missing)}. The repository ships them in data/hh-rlhf/ "
+            f"(restore it with git checkout -- data/hh-rlhf), or point ${HH_DIR_ENV} to the folder that holds them."
         )
     pairs, dropped = [], Counter()
     for f in files:
+        check_sha256(f, HH_SHA256[f.name])
         p, d = pairs_from_rows(read_jsonl(f), hh_pair_from_row)
         pairs += p
         dropped += d

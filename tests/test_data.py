@@ -1,5 +1,6 @@
 import gzip
 import json
+from pathlib import Path
 
 import pytest
 
@@ -67,6 +68,28 @@ def test_truncated_gzip_names_the_file_and_what_to_do(tmp_path):
 
 def test_missing_offline_data_says_where_to_put_it(tmp_path):
     with pytest.raises(data.DataFileError, match="ALIGNLIB_HH_RLHF_DIR"):
+        data.load_hh_rlhf(tmp_path)
+
+
+def test_the_offline_data_ships_in_the_repository(monkeypatch):
+    """A clone works with nothing beside it: the default folder is the repository's own data/hh-rlhf/."""
+    monkeypatch.delenv(data.HH_DIR_ENV, raising=False)
+    here = data.hh_rlhf_dir()
+    assert here == Path(data.__file__).resolve().parent.parent / "data" / "hh-rlhf"
+    assert all((here / name).exists() for name in data.HH_FILES)
+    assert "MIT" in (here / "README.md").read_text()
+    assert all(sha in (here / "README.md").read_text() for sha in data.HH_SHA256.values())
+
+
+def test_the_data_folder_setting_wins(monkeypatch, tmp_path):
+    monkeypatch.setenv(data.HH_DIR_ENV, str(tmp_path))
+    assert data.hh_rlhf_dir() == tmp_path
+
+
+def test_a_changed_data_file_is_refused_with_what_to_do(monkeypatch, tmp_path):
+    for name in data.HH_FILES:  # a Git LFS pointer instead of the file, as a clone without git-lfs gets
+        (tmp_path / name).write_text("version https://git-lfs.github.com/spec/v1\noid sha256:0\nsize 875191\n")
+    with pytest.raises(data.DataFileError, match=r"helpful-base_test.jsonl.gz is not the published file .* Git LFS"):
         data.load_hh_rlhf(tmp_path)
 
 
