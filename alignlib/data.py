@@ -259,6 +259,14 @@ def load_helpsteer2() -> tuple[list[PreferencePair], list[PreferencePair], Count
     return train, val, d1 + d2
 
 
+def source_setting(data_source: str | None) -> str:
+    """The `load_preference_data` source that gives data of a record's `data_source` ("hub:..." -> "hub",
+    "offline:..." -> "offline"; unknown -> "auto"): a run that uses a trained reward model takes the data it
+    was trained on."""
+    kind = (data_source or "").split(":")[0]
+    return kind if kind in ("hub", "offline") else "auto"
+
+
 def load_preference_data(cfg, source: str = "auto") -> PreferenceData:
     """Preference pairs for a run, as one schema.
 

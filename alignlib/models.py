@@ -215,9 +215,47 @@ class AdapterError(RuntimeError):
     pass
 
 
-def load_reward_model(adapter_dir: str | Path, num_labels: int, trainable: bool = False):
+class RewardModelMismatchError(AdapterError):
+    """A reward model trained on other weights or other data than the run that would use it."""
+
+
+MISMATCH_ENV = "ALIGNLIB_ALLOW_RM_MISMATCH"
+
+
+def reward_model_notes(adapter_dir: str | Path) -> dict:
+    """What alignlib saved beside a reward model (`save_reward_model`): num_labels, max_length, and the model
+    and data sources it was trained on ({} for an adapter saved by other code)."""
+    notes = Path(adapter_dir) / "alignlib_rm.json"
+    return json.loads(notes.read_text()) if notes.exists() else {}
+
+
+def source_mismatches(notes: dict, model_source: str, data_source: str | None) -> dict[str, str]:
+    """How a reward model's training sources (`notes`) differ from a run's, {"model_source" | "data_source": what
+    differs}; {} when they agree or are unknown."""
+    problems = {}
+    trained = notes.get("model_source")
+    if trained not in (None, "unknown") and model_source != "unknown" and trained != model_source:
+        problems["model_source"] = f"it was trained on the {trained!r} weights, and this machine loads the {model_source!r} ones"
+    trained = notes.get("data_source")
+    if trained and data_source and trained != data_source:
+        problems["data_source"] = f"it was trained on {trained}, and this run uses {data_source}"
+    return problems
+
+
+def mismatch_allowed() -> bool:
+    return os.environ.get(MISMATCH_ENV, "").strip().lower() in ("1", "true", "yes")
+
+
+def load_reward_model(adapter_dir: str | Path, num_labels: int | None = None, trainable: bool = False,
+                      data_source: str | None = None):
     """A saved reward model (PEFT adapter + head) on top of the SFT backbone, in eval mode (with `trainable`,
-    its adapter and head require gradients, as after training)."""
+    its adapter and head require gradients, as after training). `num_labels` defaults to the saved one.
+
+    A reward model trained on other preference data than this run's (`data_source`, when given) is refused
+    (RewardModelMismatchError), unless ``$ALIGNLIB_ALLOW_RM_MISMATCH=1``. One trained on other backbone weights
+    (the offline Q4_1 GGUF against the hub's, close but not equal) loads with a warning. Either way
+    `model.alignlib_mismatch` says what differs, for the run record: never a silent mix.
+    """
     from peft import PeftModel
 
     adapter_dir = Path(adapter_dir)
@@ -227,20 +265,31 @@ def load_reward_model(adapter_dir: str | Path, num_labels: int, trainable: bool 
             "with notebook 02 (scalar) or 04 (probabilistic), or point to a published adapter "
             "under results/<profile>/adapters/."
         )
-    notes = adapter_dir / "alignlib_rm.json"
-    trained_on = json.loads(notes.read_text()).get("base_model") if notes.exists() else None
+    notes = reward_model_notes(adapter_dir)
+    trained_on = notes.get("base_model")
     if trained_on not in (None, model_id()):
         raise AdapterError(f"The reward model at {adapter_dir} was trained on {trained_on}, but the SFT model is "
                            f"{model_id()} (${MODEL_ENV}). Train a reward model on it first: python -m alignlib.train rm")
+    num_labels = num_labels or notes.get("num_labels") or 1
     with torch.random.fork_rng(devices=[]):  # the head is replaced by the saved one: leave the caller's RNG alone
         base = load_reward_backbone(num_labels)
     source = base.alignlib_source
+    problems = source_mismatches(notes, source, data_source)
+    if problems:
+        message = (f"The reward model at {adapter_dir} does not match this run: {'; '.join(problems.values())}. "
+                   "Train the reward model on this machine (notebook 02 or 04; on Colab, set $ALIGNLIB_RESULTS_DIR to a "
+                   "Google Drive folder so that it reaches the next notebook), or load the preference data it was "
+                   "trained on (data.load_preference_data(..., source=data.source_setting(its data_source)))")
+        if "data_source" in problems and not mismatch_allowed():
+            raise RewardModelMismatchError(f"{message}, or set ${MISMATCH_ENV}=1 to use it anyway.")
+        warnings.warn(f"MISMATCHED REWARD MODEL: {message}.", stacklevel=2)
     try:
         with peft_without_deprecation_noise():
             model = PeftModel.from_pretrained(base, adapter_dir, is_trainable=trainable)
     except Exception as e:
         raise AdapterError(f"Cannot load the adapter at {adapter_dir}: {type(e).__name__}: {e}") from e
     model.alignlib_source = source
+    model.alignlib_mismatch = problems
     return model.to(device()).eval()
 
 
@@ -267,13 +316,13 @@ def train_flops_per_token(model) -> float:
     return 4.0 * n
 
 
-def save_reward_model(model, path, max_length: int) -> None:
-    """Save the PEFT adapter and the head (PEFT `save_pretrained` format), plus alignlib's notes."""
+def save_reward_model(model, path, max_length: int, data_source: str | None = None) -> None:
+    """Save the PEFT adapter and the head (PEFT `save_pretrained` format), plus alignlib's notes: the number of
+    labels, the length budget, and the model and data sources it was trained on (`load_reward_model` checks them)."""
     path = Path(path)
     model.save_pretrained(path)
-    body, head = body_and_head(model)
     (path / "alignlib_rm.json").write_text(json.dumps({
         "num_labels": int(model.config.num_labels) if hasattr(model, "config") else None,
         "max_length": max_length, "model_source": getattr(model, "alignlib_source", "unknown"),
-        "base_model": model_id()}, indent=1) + "\n")
+        "data_source": data_source, "base_model": model_id()}, indent=1) + "\n")
 

@@ -8,7 +8,8 @@ Four settings (the `amp` field of every config, or ``$ALIGNLIB_AMP``, which over
   narrow: the loss is multiplied by a large scale before the backward pass so that small gradients
   do not flush to zero, and a step whose gradients overflow (inf/NaN) is skipped while the scale
   is halved. Skipped steps are how loss scaling works, not errors: they are counted.
-- ``"auto"``: `resolve_amp` picks. On CUDA, bf16 where the GPU supports it, else fp16 (a T4).
+- ``"auto"``: `resolve_amp` picks. On CUDA, bf16 where the GPU computes it natively (compute capability
+  8.0 and up: A100, L4, H100), else fp16 (a T4, where bf16 would be emulated).
   On a CPU, bf16 only where a bf16 matrix product measures faster than a float32 one: CPUs with
   AMX or AVX512-BF16 multiply bf16 several times faster, while a CPU with only AVX2 emulates it
   about 100x slower than float32.
@@ -88,6 +89,18 @@ def cpu_bf16_flags() -> tuple[str, ...]:
     return tuple(sorted(f for f in (cpuinfo("flags") or "").split() if f in ("amx_bf16", "avx512_bf16")))
 
 
+def cuda_native_bf16(device: torch.device) -> tuple[bool, str]:
+    """(whether the GPU computes bfloat16 natively, its compute capability "major.minor").
+
+    Native bf16 needs compute capability 8.0 (Ampere) or newer (or a ROCm GPU). A T4 (7.5) answers True to
+    plain `torch.cuda.is_bf16_supported()`, which counts emulation, but runs bf16 far slower than fp16: only
+    native support counts here.
+    """
+    major, minor = torch.cuda.get_device_capability(device)
+    native = torch.cuda.is_bf16_supported(including_emulation=False) and (major >= 8 or bool(torch.version.hip))
+    return native, f"{major}.{minor}"
+
+
 def resolve(amp: str, device: torch.device | str) -> Precision:
     """The precision a run uses on `device` for the setting `amp`, and why.
 
@@ -101,14 +114,15 @@ def resolve(amp: str, device: torch.device | str) -> Precision:
         requested = _check_setting(os.environ[AMP_ENV].strip().lower(), f"${AMP_ENV}")
         source = f"${AMP_ENV}"
     if device.type == "cuda":
-        bf16_ok = torch.cuda.is_bf16_supported()
+        bf16_ok, capability = cuda_native_bf16(device)
         name = torch.cuda.get_device_name(device)
         if requested == "bf16" and not bf16_ok:
-            raise ValueError(f"{name} has no bfloat16 support; use amp='fp16' (with loss scaling) or 'auto'")
+            raise ValueError(f"{name} (compute capability {capability}) has no native bfloat16: torch would emulate it, "
+                             "several times slower. Use amp='fp16' (with loss scaling) or 'auto'")
         if requested == "auto":
             amp = "bf16" if bf16_ok else "fp16"
-            return Precision(amp, "auto", f"auto on {name}: " + ("the GPU supports bf16" if bf16_ok else
-                                                                  "no bf16 on this GPU, so fp16 with loss scaling"))
+            return Precision(amp, "auto", f"auto on {name} (compute capability {capability}): " + (
+                "the GPU computes bf16 natively" if bf16_ok else "no native bf16 on this GPU, so fp16 with loss scaling"))
         return Precision(requested, requested, f"{requested} set by the {source} on {name}")
     if requested != "auto":
         return Precision(requested, requested, f"{requested} set by the {source} on {device.type}")

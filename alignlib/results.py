@@ -1,4 +1,11 @@
-"""Run records: one JSON object per run under results/<profile>/, read by notebooks and the report."""
+"""Run records: one JSON object per run under results/<profile>/, read by notebooks and the report.
+
+Runs write under the output root: the repository, or ``$ALIGNLIB_RESULTS_DIR`` (e.g. a Google Drive
+folder on Colab, where a VM reset would otherwise lose every result and checkpoint), which then holds
+``results/<profile>/`` and ``checkpoints/<profile>/`` as the repository does. The published records and
+adapters (the committed ``results/cpu/``, ``results/full/``) stay in the repository and are read from
+there when the output root does not have them.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +14,13 @@ import math
 import os
 import platform
 import random
-import resource
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
+import psutil
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,30 +43,86 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+RESULTS_ENV = "ALIGNLIB_RESULTS_DIR"
+
+
+def output_root() -> Path:
+    """Where runs write `results/` and `checkpoints/`: ``$ALIGNLIB_RESULTS_DIR``, else the repository."""
+    where = os.environ.get(RESULTS_ENV, "").strip()
+    return Path(where).expanduser().resolve() if where else ROOT
+
+
 def results_dir(profile: str) -> Path:
-    d = ROOT / "results" / profile
+    d = output_root() / "results" / profile
     d.mkdir(parents=True, exist_ok=True)
     return d
 
 
 def checkpoints_dir(profile: str) -> Path:
-    d = ROOT / "checkpoints" / profile
+    d = output_root() / "checkpoints" / profile
     d.mkdir(parents=True, exist_ok=True)
     return d
 
 
-def peak_memory_mb() -> float:
-    """Peak resident memory of this process so far (MB); on CUDA, the peak allocated instead."""
+def portable(path: Path | str) -> str:
+    """A path as a record stores it: relative to the output root, or to the repository (the published
+    adapters), so that records stay true when their folder moves; absolute only outside both."""
+    path = Path(path).resolve()
+    for root in (output_root(), ROOT):
+        if path.is_relative_to(root.resolve()):
+            return path.relative_to(root.resolve()).as_posix()
+    return str(path)
+
+
+def resolve(recorded: Path | str) -> Path:
+    """The file or folder a record names (`portable`): under the output root where it is there, else the
+    repository's (published) one."""
+    recorded = Path(recorded)
+    if recorded.is_absolute():
+        return recorded
+    mine = output_root() / recorded
+    return mine if mine.exists() else ROOT / recorded
+
+
+def _rss_mb() -> float | None:
+    """Resident memory of this process now (MB), from psutil on every platform; None if it cannot be read."""
+    try:
+        return psutil.Process().memory_info().rss / 2**20
+    except (psutil.Error, OSError):
+        return None
+
+
+def peak_memory_mb() -> float | None:
+    """Peak resident memory of this process so far (MB); on CUDA, the peak allocated instead; None where the
+    platform does not tell (a record then says null, never a wrong number)."""
     if torch.cuda.is_available():
         return torch.cuda.max_memory_allocated() / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+    try:
+        import resource  # Linux and macOS; not on Windows
+    except ImportError:
+        resource = None
+    if resource is not None:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # macOS: bytes; Linux: KiB
+    try:
+        info = psutil.Process().memory_info()
+    except (psutil.Error, OSError):
+        return None
+    return getattr(info, "peak_wset", info.rss) / 2**20  # Windows: the peak working set
 
 
 def cpu_model() -> str:
-    """The CPU's model name (/proc/cpuinfo on Linux), else the machine type."""
+    """The CPU's model name: /proc/cpuinfo on Linux, sysctl on macOS, else what `platform` says, else "unknown"."""
     from .precision import cpuinfo
 
-    return cpuinfo("model name") or platform.processor() or platform.machine()
+    name = cpuinfo("model name")
+    if not name and sys.platform == "darwin":
+        try:
+            name = subprocess.run(["sysctl", "-n", "machdep.cpu.brand_string"], capture_output=True, text=True,
+                                  timeout=5).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            name = None
+    return name or platform.processor() or platform.machine() or "unknown"
 
 
 def hardware() -> str:
@@ -138,7 +202,7 @@ def write_record(name: str, profile: str, *, model_source: str, data_source: str
         "data_source": data_source,
         "seed": seed,
         "wall_time_s": round(wall_time_s, 1),
-        "peak_memory_mb": round(peak_memory_mb(), 1),
+        "peak_memory_mb": _round(peak_memory_mb()),
         "hardware": hardware(),
         "device": device.type,
         **precision.describe(amp, device),
@@ -156,9 +220,13 @@ def write_record(name: str, profile: str, *, model_source: str, data_source: str
     return path
 
 
+def _round(mb: float | None) -> float | None:
+    return None if mb is None else round(mb, 1)
+
+
 def record_path(name: str, profile: str) -> Path:
     """Where run record `name` of `profile` lives (`name` may hold a folder: "seeds/reinforce_ema_seed1")."""
-    return ROOT / "results" / profile / f"{name}.json"
+    return output_root() / "results" / profile / f"{name}.json"
 
 
 def same_settings(a, b) -> bool:
@@ -166,15 +234,56 @@ def same_settings(a, b) -> bool:
     return json.loads(json.dumps(a)) == json.loads(json.dumps(b))
 
 
+# which notebook writes each record a later notebook reads
+WRITTEN_BY = {"data": "01_data", "rm_scalar": "02_scalar_reward_model", "reinforce_ema": "03_reinforce",
+              "reinforce_rloo": "03_reinforce", "reinforce_ema_kl": "03_reinforce",
+              "rm_prob": "04_probabilistic_reward_model", "rm_prob_beats": "04_probabilistic_reward_model",
+              "reinforce_prob_expected": "04_probabilistic_reward_model",
+              "reinforce_prob_sampled": "04_probabilistic_reward_model", "comparison": "05_comparison"}
+PUBLISHED = "cpu"  # the profile whose records are committed for every notebook
+
+
+class MissingRecordError(FileNotFoundError):
+    """A run record that an earlier notebook writes has not been made here (the message says which notebook)."""
+
+
 def read_record(name: str, profile: str) -> dict:
+    """Run record `name` of `profile` from the output root, else the repository's published one.
+
+    MissingRecordError (naming the notebook to run) when neither has it."""
     path = record_path(name, profile)
     if not path.exists():
-        raise FileNotFoundError(f"no run record {path}; run the notebook that writes {name}.json first")
+        path = ROOT / "results" / profile / f"{name}.json"  # published (committed) with the repository
+    if not path.exists():
+        notebook = WRITTEN_BY.get(name.split("/")[0], "that writes it")
+        raise MissingRecordError(
+            f"no run record {name}.json at profile {profile!r} (looked in {record_path(name, profile).parent}): notebook "
+            f"{notebook} has not run at this profile on this machine. Run it first (on Colab each notebook gets its own "
+            f"machine: set ${RESULTS_ENV} to a Google Drive folder to keep records between them), or show the published "
+            f"{PUBLISHED!r} records instead (results.records_here_or_published).")
     record = json.loads(path.read_text())
     missing = [k for k in REQUIRED if k not in record]
     if missing:
         raise ValueError(f"run record {path} lacks {missing}")
     return record
+
+
+def records_here_or_published(names, profile: str) -> tuple[str, dict[str, dict]]:
+    """(profile, {name: record}): the records `names` of `profile` when all of them exist, else the published
+    `PUBLISHED` ones, all of one profile (never a mix), with a notice saying so. A notebook that needs the runs
+    of earlier notebooks shows the published ones when those notebooks have not run here (a fresh Colab
+    machine), instead of failing. At the smoke profile nothing is substituted (MissingRecordError): smoke
+    checks that the notebooks' own chain works."""
+    try:
+        return profile, {name: read_record(name, profile) for name in names}
+    except MissingRecordError as missing:
+        if profile in ("smoke", PUBLISHED):
+            raise
+        records = {name: read_record(name, PUBLISHED) for name in names}
+        made = sorted({f"{r['hardware'].split(',')[0]}, code {r['code_version']}" for r in records.values()})
+        print(f"[alignlib] NOTE: {missing}\n[alignlib] Showing the PUBLISHED {PUBLISHED!r} records instead (committed "
+              f"with the course; made on {'; '.join(made)}), not runs of this machine.")
+        return PUBLISHED, records
 
 
 class Timer:
@@ -215,37 +324,35 @@ def matmul_gflops(dtype=torch.float32, n: int = 2048, repeats: int = 10, shape: 
     return 2 * m * k * p * repeats / (time.perf_counter() - start) / 1e9
 
 
-def _rss_mb() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
-
-
 class PeakMemory:
-    """Peak resident memory (MB) while a block runs, sampled every 20 ms by a thread.
+    """Peak resident memory (MB) while a block runs, sampled every 20 ms by a thread (psutil).
 
     The process-wide peak (`peak_memory_mb`) only grows, so it cannot tell two runs in one
-    notebook apart; this can. On CUDA, the block's peak allocated memory instead.
+    notebook apart; this can. On CUDA, the block's peak allocated memory instead. Where the
+    memory cannot be read, `peak_mb` is None: the run and its record go on without it.
     """
 
     def __enter__(self):
         import threading
 
-        self.peak_mb, self._stop = 0.0, threading.Event()
+        self.peak_mb, self._stop = None, threading.Event()
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
             return self
 
         def watch():
             while not self._stop.is_set():
-                self.peak_mb = max(self.peak_mb, _rss_mb())
+                self._sample()
                 self._stop.wait(0.02)
 
         self._thread = threading.Thread(target=watch, daemon=True)
         self._thread.start()
         return self
+
+    def _sample(self) -> None:
+        now = _rss_mb()
+        if now is not None:
+            self.peak_mb = now if self.peak_mb is None else max(self.peak_mb, now)
 
     def __exit__(self, *exc):
         self._stop.set()
@@ -253,4 +360,4 @@ class PeakMemory:
             self.peak_mb = torch.cuda.max_memory_allocated() / 2**20
         else:
             self._thread.join()
-            self.peak_mb = max(self.peak_mb, _rss_mb())
+            self._sample()

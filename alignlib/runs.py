@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -31,7 +31,7 @@ REUSE_ENV = "ALIGNLIB_REUSE_RUNS"
 def adapter_digest(adapter: Path | str) -> str | None:
     """sha256 of a saved reward model's weights (adapter and head: adapter_model.safetensors), or None
     without them: which reward model a policy was trained against, beyond its folder's name."""
-    weights = results.ROOT / adapter / "adapter_model.safetensors"
+    weights = results.resolve(adapter) / "adapter_model.safetensors"
     return hashlib.sha256(weights.read_bytes()).hexdigest() if weights.exists() else None
 
 
@@ -58,7 +58,7 @@ def reusable_record(name: str, profile_name: str, settings: dict, amp: str, inpu
             and record.get("precision") == precision.resolve(amp, models.device()).amp
             and all(record.get(k) == v for k, v in (inputs or {}).items()))
     if same:
-        print(f"[alignlib] {name}: reusing {path.relative_to(results.ROOT)} (${REUSE_ENV}): made {record['created']} "
+        print(f"[alignlib] {name}: reusing {results.portable(path)} (${REUSE_ENV}): made {record['created']} "
               f"by this code ({version}) with these settings, in {record['precision']}")
     return record if same else None
 
@@ -79,10 +79,12 @@ def evaluation_prompts(validation: list[PreferencePair], tokenizer, cfg) -> list
 
 
 def rm_adapter_dir(profile: str, name: str = "rm_scalar") -> Path:
-    """The reward model `name` of this profile: the one notebook 02/04 trained on this machine, else the
-    one this profile published (results/<profile>/adapters/, e.g. the full profile's, trained on a GPU),
-    else the published cpu one. A run records which one it used (its config's "reward_model")."""
-    candidates = (results.checkpoints_dir(profile) / name, results.ROOT / "results" / profile / "adapters" / name)
+    """The reward model `name` of this profile: the one notebook 02/04 trained on this machine (in the output
+    root, `results.output_root`), else the one this profile published (results/<profile>/adapters/, e.g. the
+    full profile's, trained on a GPU), else the published cpu one. A run records which one it used (its
+    config's "reward_model"); `models.load_reward_model` refuses one trained on another model or data source."""
+    candidates = (results.checkpoints_dir(profile) / name,
+                  *(root / "results" / profile / "adapters" / name for root in (results.output_root(), results.ROOT)))
     for adapter in candidates:
         if (adapter / "adapter_config.json").exists():
             return adapter
@@ -156,17 +158,19 @@ def validation_metrics(model, tokenizer, pairs, max_length: int, cfg) -> tuple[d
 RELOAD_CHECK_PAIRS = 32  # pairs scored by the trained and the reloaded model (all of them took minutes on a CPU)
 
 
-def save_and_check(model, name: str, profile, cfg, tokenizer, pairs, publish: bool) -> tuple[Path, float]:
+def save_and_check(model, name: str, profile, cfg, tokenizer, pairs, publish: bool,
+                   data_source: str | None = None) -> tuple[Path, float]:
     """Save the adapter under checkpoints/<profile>/<name>/ (and with `publish`, except at the smoke
     profile, under results/<profile>/adapters/<name>/), reload it as a user would, with plain PEFT,
     and check that it gives the trained model's rewards on the first RELOAD_CHECK_PAIRS `pairs`
-    (same batches for both); returns (adapter, the largest reward difference)."""
+    (same batches for both); returns (adapter, the largest reward difference). `data_source` (the training
+    pairs' source) is saved with it."""
     max_length = profile.data.max_length
     adapter = results.checkpoints_dir(profile.name) / name
-    models.save_reward_model(model, adapter, max_length)
+    models.save_reward_model(model, adapter, max_length, data_source)
     if publish and profile.name != "smoke":
         adapter = results.results_dir(profile.name) / "adapters" / name
-        models.save_reward_model(model, adapter, max_length)
+        models.save_reward_model(model, adapter, max_length, data_source)
     reloaded = models.load_reward_model(adapter, cfg.num_labels)
     check = pairs[:RELOAD_CHECK_PAIRS]
     trained, again = (scoring.pair_rewards(m, tokenizer, check, max_length, cfg.eval_batch_size, cfg.amp)
@@ -192,7 +196,7 @@ def reward_model_run(name: str, profile, cfg, tokenizer, prefs, publish: bool = 
     """
     settings = {"data": asdict(profile.data), "rm": asdict(cfg), **(extra_config or {})}
     reused = reusable_record(name, profile.name, settings, cfg.amp)
-    if reused is not None and (results.ROOT / reused["adapter"] / "adapter_config.json").exists():
+    if reused is not None and (results.resolve(reused["adapter"]) / "adapter_config.json").exists():
         return reused_reward_model(reused, profile, cfg, tokenizer, prefs)
     results.seed_everything(cfg.seed)
     clock, max_length, processes = results.Timer(), profile.data.max_length, models.process_state()
@@ -217,13 +221,13 @@ def reward_model_run(name: str, profile, cfg, tokenizer, prefs, publish: bool = 
     if before is not None:
         metrics.update({"val_accuracy_before": before["val_accuracy"], "val_loss_before": before["val_loss"]})
     adapter, metrics["reload_max_abs_diff"] = save_and_check(model, name, profile, cfg, tokenizer, prefs.validation,
-                                                             publish)
+                                                             publish, prefs.source)
     metrics["reload_pairs"] = min(RELOAD_CHECK_PAIRS, len(prefs.validation))
     scorer = scoring.RewardScorer(model, tokenizer, max_length, cfg.eval_batch_size, cfg.amp)
     results.write_record(
         name, profile.name, model_source=models.source_of(model), data_source=prefs.source, seed=cfg.seed,
         wall_time_s=clock.elapsed - train_time.seconds + train_s,
-        config=settings, metrics=metrics, amp=cfg.amp, curve=history, adapter=str(adapter.relative_to(results.ROOT)),
+        config=settings, metrics=metrics, amp=cfg.amp, curve=history, adapter=results.portable(adapter),
         before_training=before, sanity_checks=sanity_checks(scorer, prefs.train[0]),
         margins=val["chosen"] - val["rejected"])
     return results.read_record(name, profile.name), model, val
@@ -233,7 +237,7 @@ def reused_reward_model(record: dict, profile, cfg, tokenizer, prefs) -> tuple[d
     """`reward_model_run`'s return for a run it does not train again (`reusable_record`): the record, the
     saved adapter loaded (trainable weights as in training), and the validation pairs scored again, which
     must give the record's margins: a check that the adapter is the one the record describes."""
-    model = models.load_reward_model(results.ROOT / record["adapter"], cfg.num_labels, trainable=True).eval()
+    model = models.load_reward_model(results.resolve(record["adapter"]), cfg.num_labels, trainable=True).eval()
     metrics, val = validation_metrics(model, tokenizer, prefs.validation, profile.data.max_length, cfg)
     diff = float(np.abs((val["chosen"] - val["rejected"]) - np.asarray(record["margins"])).max())
     if not (metrics["val_accuracy"] == record["metrics"]["val_accuracy"] and diff <= 1e-3):
@@ -263,8 +267,12 @@ class ReinforceSetup:
     train_prompts_skipped: int  # distinct training prompts over the prompt budget, left out
     eval_prompts: list
     sft: dict
-    reward_model: str  # the RM's adapter, relative to the repository (recorded as config["reward_model"])
+    reward_model: str  # the RM's adapter, as `results.portable` writes it (recorded as config["reward_model"])
     data_source: str
+    # the sources the RM was trained on ({"model_source", "data_source"}), and how they differ from this run's
+    # (`models.source_mismatches`; empty unless $ALIGNLIB_ALLOW_RM_MISMATCH let a mismatched RM load)
+    reward_model_trained_on: dict = field(default_factory=dict)
+    reward_model_mismatch: dict = field(default_factory=dict)
 
 
 def reinforce_setup(profile, tokenizer, scorer, reward_model: Path | str, prefs) -> ReinforceSetup:
@@ -274,11 +282,14 @@ def reinforce_setup(profile, tokenizer, scorer, reward_model: Path | str, prefs)
     cfg = profile.reinforce
     train_prompts, skipped = unique_prompts(prefs.train, tokenizer, cfg.max_prompt_tokens)
     eval_prompts = evaluation_prompts(prefs.validation, tokenizer, cfg)
-    sft = evaluate.generate_for_eval(models.load_policy(), tokenizer, eval_prompts, cfg)
+    policy = models.load_policy()
+    sft = evaluate.generate_for_eval(policy, tokenizer, eval_prompts, cfg)
     sft["rewards"] = np.asarray(scorer(eval_prompts, sft["texts"]))
-    reward_model = Path(reward_model) if Path(reward_model).is_absolute() else results.ROOT / reward_model
+    notes = models.reward_model_notes(results.resolve(reward_model))
+    trained_on = {k: notes.get(k) for k in ("model_source", "data_source")}
     return ReinforceSetup(tokenizer, scorer, train_prompts, skipped, eval_prompts, sft,
-                          str(reward_model.relative_to(results.ROOT)), prefs.source)
+                          results.portable(results.resolve(reward_model)), prefs.source, trained_on,
+                          models.source_mismatches(notes, models.source_of(policy), prefs.source))
 
 
 def reinforce_run(name: str, profile, cfg, setup: ReinforceSetup, reward_fn: Callable | None = None,
@@ -335,7 +346,8 @@ def record_reinforce_run(name: str, profile, cfg, setup: ReinforceSetup, policy,
         name, profile.name, model_source=models.source_of(policy), data_source=setup.data_source, seed=cfg.seed,
         wall_time_s=sum(history["time/step"]) + clock.elapsed, amp=cfg.amp, metrics=metrics, curve=history,
         config={"reinforce": asdict(cfg), "reward_model": setup.reward_model, **(extra_config or {})}, samples=samples,
-        reward_model_sha256=adapter_digest(setup.reward_model))
+        reward_model_sha256=adapter_digest(setup.reward_model), reward_model_trained_on=setup.reward_model_trained_on,
+        reward_model_mismatch=setup.reward_model_mismatch)
     return results.read_record(name, profile.name)
 
 

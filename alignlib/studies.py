@@ -172,7 +172,7 @@ def seed_runs(profile_name: str, names=SEEDED_RUNS, seeds=SEEDS) -> list[tuple[s
 def recorded_adapter(profile_name: str, recorded: str):
     """The reward model a run record names: its local checkpoint if this machine has it, else the copy
     notebook 02/04 published from the same model (results/<profile>/adapters/<name>)."""
-    local, published = results.ROOT / recorded, results.ROOT / "results" / profile_name / "adapters" / Path(recorded).name
+    local, published = results.resolve(recorded), results.resolve(f"results/{profile_name}/adapters/{Path(recorded).name}")
     for adapter in (local, published):
         if (adapter / "adapter_config.json").exists():
             return adapter
@@ -247,7 +247,7 @@ def flat_seed_keys(configs: dict) -> dict:
 def write_seeds_summary(profile_name: str) -> None:
     path = results.results_dir(profile_name) / "seeds.json"
     path.write_text(json.dumps(seeds_summary(profile_name), indent=1) + "\n")
-    print("wrote", path.relative_to(results.ROOT))
+    print("wrote", results.portable(path))
 
 
 # -------------------------------------------------------------------------- over-optimisation
@@ -322,7 +322,7 @@ def overoptimization(profile) -> None:
         if not already_done(name, profile.name, settings):  # published (except at smoke): a later session loads it
             half_prefs = data.PreferenceData(half[:cap], prefs.validation, prefs.source)
             runs.reward_model_run(name, profile, profile.rm_scalar, tokenizer, half_prefs, publish=True, extra_config=extra)
-        adapter = results.ROOT / results.read_record(name, profile.name)["adapter"]
+        adapter = results.resolve(results.read_record(name, profile.name)["adapter"])
         scorers[role] = adapter, scoring.RewardScorer(models.load_reward_model(adapter, 1), tokenizer,
                                                       profile.data.max_length, profile.rm_scalar.eval_batch_size,
                                                       profile.reinforce.amp)
@@ -380,7 +380,7 @@ def read_summary(name: str, profile_name: str) -> dict | None:
     """A study's summary (results/<profile>/<name>.json), or None, saying which command makes it, when it is not there."""
     path = results.results_dir(profile_name) / f"{name}.json"
     if not path.exists():
-        print(f"{path.relative_to(results.ROOT)} does not exist yet: `ALIGNLIB_PROFILE={profile_name} {SUMMARIES[name]}` "
+        print(f"{results.portable(path)} does not exist yet: `ALIGNLIB_PROFILE={profile_name} {SUMMARIES[name]}` "
               "writes it (hours on a CPU; resumable)")
         return None
     return json.loads(path.read_text())

@@ -44,14 +44,32 @@ def test_auto_picks_float32_on_a_cpu_without_native_bf16():
     assert config.resolve_amp("auto", CPU) == "none"
 
 
-def test_auto_on_cuda_follows_bf16_support(monkeypatch):
-    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Tesla T4")
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
-    assert precision.resolve_amp("auto", "cuda") == "fp16"
-    with pytest.raises(ValueError, match="Tesla T4 has no bfloat16.*fp16"):
+def pretend_gpu(monkeypatch, name, capability):
+    """torch.cuda answering as the GPU `name` of compute capability `capability` does (torch 2.x): plain
+    `is_bf16_supported()` says True on every CUDA GPU that can emulate bf16, a T4 included; only
+    `including_emulation=False` and the capability tell native support."""
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: name)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported",
+                        lambda including_emulation=True: including_emulation or capability[0] >= 8)
+    monkeypatch.setattr(torch.version, "hip", None)
+
+
+def test_auto_on_a_t4_takes_fp16_with_loss_scaling_not_emulated_bf16(monkeypatch):
+    pretend_gpu(monkeypatch, "Tesla T4", (7, 5))
+    assert torch.cuda.is_bf16_supported()  # the T4's answer that misled the old check
+    p = precision.resolve("auto", "cuda")
+    assert p.amp == "fp16" and "compute capability 7.5" in p.reason and "no native bf16" in p.reason
+    with pytest.raises(ValueError, match=r"Tesla T4 \(compute capability 7.5\) has no native bfloat16.*fp16"):
         precision.resolve_amp("bf16", "cuda")
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
+
+
+@pytest.mark.parametrize("name, capability", [("NVIDIA A100-SXM4-40GB", (8, 0)), ("NVIDIA L4", (8, 9)),
+                                              ("NVIDIA H100 80GB HBM3", (9, 0))])
+def test_auto_on_an_ampere_or_newer_gpu_takes_bf16(monkeypatch, name, capability):
+    pretend_gpu(monkeypatch, name, capability)
     assert precision.resolve_amp("auto", "cuda") == "bf16"
+    assert precision.resolve_amp("bf16", "cuda") == "bf16"
 
 
 def test_measuring_the_hardware_leaves_the_global_random_state_alone():

@@ -124,7 +124,7 @@ def test_each_repeat_takes_its_settings_from_the_notebooks_record_and_changes_on
     assert plan[0][2] == {"reward_model": "results/cpu/adapters/rm_scalar", "reward_mode": "expected",
                           "seed_of": "reinforce_rloo"}
     assert plan[2][2]["reward_mode"] == "sampled" and plan[2][2]["reward_model"].endswith("rm_prob")
-    with pytest.raises(FileNotFoundError, match="run the notebook"):
+    with pytest.raises(FileNotFoundError, match="notebook 03_reinforce has not run"):
         studies.seed_runs("cpu", ["reinforce_ema"])
 
 
