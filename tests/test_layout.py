@@ -2,6 +2,7 @@
 
 import ast
 import json
+import os
 import re
 import subprocess
 import sys
@@ -154,3 +155,38 @@ def test_relative_paths_rewrites_only_the_repository_prefix_of_text_outputs():
     assert out[1]["data"] == {"text/plain": "results/cpu/a.json 0.5", "image/png": "/build/repo/"}
     assert notebook["cells"][0]["source"] == "print('/build/repo/x')" and notebook["cells"][1]["source"] == "/build/repo/"
     assert relative_paths.relativize(notebook, root) == 0  # idempotent
+
+
+def test_the_colab_cell_is_the_same_everywhere_and_safe_to_run_twice(tmp_path, monkeypatch):
+    """Run as Colab runs it (IPython's transform of `!` and `%` lines), twice: one clone, one install, an
+    absolute working directory (no course/notebooks/course), and the results on Drive via $ALIGNLIB_RESULTS_DIR."""
+    import types
+
+    from IPython.core.inputtransformer2 import TransformerManager
+
+    cells = {"".join(next(c for c in json.loads(nb.read_text())["cells"] if c["cell_type"] == "code")["source"])
+             for nb in NOTEBOOKS}
+    assert len(cells) == 1, "the notebooks' Colab cells differ"
+    code = TransformerManager().transform_cell(cells.pop()).replace("/content", str(tmp_path))
+    calls = []
+
+    class FakeIPython:
+        def system(self, command):
+            calls.append(("system", command))
+            if command.startswith("git clone"):
+                (tmp_path / "course" / ".git").mkdir(parents=True)
+
+        def run_line_magic(self, magic, line):
+            calls.append((magic, line))
+
+    drive = types.SimpleNamespace(mount=lambda where: calls.append(("mount", where)))
+    monkeypatch.setitem(sys.modules, "google", types.ModuleType("google"))
+    monkeypatch.setitem(sys.modules, "google.colab", types.SimpleNamespace(drive=drive))
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.delenv("ALIGNLIB_RESULTS_DIR", raising=False)
+    for _ in range(2):
+        exec(code, {"get_ipython": FakeIPython})
+    assert [c[0] for c in calls].count("system") == 1 and [c[0] for c in calls].count("pip") == 1
+    assert [line for magic, line in calls if magic == "cd"] == [f"{tmp_path}/course/notebooks"] * 2
+    assert sys.path.count(f"{tmp_path}/course") == 1
+    assert os.environ["ALIGNLIB_RESULTS_DIR"] == f"{tmp_path}/drive/MyDrive/smollm2-rlhf"
