@@ -41,11 +41,14 @@ class ModelUnavailableError(RuntimeError):
 
 def process_state():
     """accelerate's view of this process: its index, the number of processes, the main one, its
-    device. One process without `accelerate launch`; under it, CPU processes with ACCELERATE_USE_CPU=true."""
+    device. One process without `accelerate launch`; under it, CPU processes with ACCELERATE_USE_CPU=true.
+
+    Without CUDA the device is the CPU, also on a Mac with Apple's MPS backend, which accelerate would pick
+    but this course has not been tested on (its precision choice and records know CUDA and the CPU)."""
     from accelerate import PartialState
     from accelerate.utils import parse_flag_from_env
 
-    return PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
+    return PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU") or not torch.cuda.is_available())
 
 
 def device() -> torch.device:

@@ -23,7 +23,7 @@ CLONE = re.compile(r"https://github\.com/[\w.-]+/[\w.-]+\.git")
 
 def repository() -> str:
     """owner/name of the GitHub repository in pyproject.toml's [project.urls] Repository."""
-    line = re.search(r'^Repository\s*=\s*"([^"]*)"', (ROOT / "pyproject.toml").read_text(), re.M)  # Python 3.10: no tomllib
+    line = re.search(r'^Repository\s*=\s*"([^"]*)"', (ROOT / "pyproject.toml").read_text(), re.M)
     url = line.group(1) if line else ""
     match = re.fullmatch(r"https://github\.com/([\w.-]+/[\w.-]+?)(?:\.git)?/?", url)
     if not match:

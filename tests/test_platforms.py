@@ -256,3 +256,19 @@ def test_a_reinforce_setup_records_what_its_reward_model_was_trained_on(saved_rm
     setup = runs.reinforce_setup(config.get_profile("smoke"), tokenizer, lambda p, t: [0.0] * len(t), adapter, prefs)
     assert setup.reward_model_trained_on == {"model_source": "gguf-q4_1", "data_source": "offline:hh-rlhf-helpful-test"}
     assert list(setup.reward_model_mismatch) == ["model_source"]
+
+
+def test_a_mac_runs_on_the_cpu_not_on_untested_mps(monkeypatch):
+    import accelerate
+
+    asked = {}
+    monkeypatch.setattr(accelerate, "PartialState", lambda cpu: asked.setdefault("cpu", cpu))
+    monkeypatch.delenv("ACCELERATE_USE_CPU", raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)  # Apple silicon
+    models.process_state()
+    assert asked["cpu"] is True
+    asked.clear()
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    models.process_state()
+    assert asked["cpu"] is False  # a CUDA GPU: accelerate places the process on it
