@@ -8,19 +8,22 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from . import precision, rollout
 from .logprobs import masked_sum, token_logprobs
 from .stats import distinct_n, gain_by_ending, length_controlled_gain, paired_reward_comparison, repetition_rate
 
 
-def generate_for_eval(policy, tokenizer, prompts, cfg, seed: int = 1234) -> dict:
+def generate_for_eval(policy, tokenizer, prompts, cfg, seed: int = 1234, progress: bool = True) -> dict:
     """Replies of `policy` to every prompt with the profile's decoding and a fixed seed per batch,
-    so that two policies are compared on the same prompts and the same random stream.
+    so that two policies are compared on the same prompts and the same random stream (a progress
+    bar counts the prompts unless `progress` is False).
 
     Returns {"texts": [str], "tokens": [[int]] (up to and including the first eos), "ended": [bool]}.
     """
     texts, tokens, ended = [], [], []
+    bar = tqdm(total=len(prompts), desc="generating replies", unit="prompt", leave=False, disable=not progress)
     for b, start in enumerate(range(0, len(prompts), cfg.eval_batch_size)):
         roll = rollout.sample(policy, tokenizer, prompts[start:start + cfg.eval_batch_size], cfg.max_new_tokens,
                               cfg.top_p, cfg.temperature, seed=seed + b, max_prompt_tokens=cfg.max_prompt_tokens,
@@ -28,18 +31,22 @@ def generate_for_eval(policy, tokenizer, prompts, cfg, seed: int = 1234) -> dict
         texts += roll.texts
         tokens += [r[m.bool()].tolist() for r, m in zip(roll.reply_ids, roll.resp_mask)]
         ended += roll.ended.tolist()
+        bar.update(len(roll.texts))
+    bar.close()
     return {"texts": texts, "tokens": tokens, "ended": ended}
 
 
-def kl_to_reference(policy, ref_policy, tokenizer, prompts, replies_tokens, cfg) -> float:
+def kl_to_reference(policy, ref_policy, tokenizer, prompts, replies_tokens, cfg, progress: bool = True) -> float:
     """Mean over prompts of sum_t (log pi - log pi_ref) on the policy's own replies (nats per reply).
 
     Args:
         replies_tokens: per prompt, the policy's reply tokens (`generate_for_eval`'s "tokens").
         cfg: its `eval_batch_size` and `amp` are used.
+        progress: show a progress bar over the prompts.
     """
     dev = next(policy.parameters()).device
     total = []
+    bar = tqdm(total=len(prompts), desc="KL to reference", unit="prompt", leave=False, disable=not progress)
     for start in range(0, len(prompts), cfg.eval_batch_size):
         roll = rollout.from_replies(tokenizer, prompts[start:start + cfg.eval_batch_size],
                                     replies_tokens[start:start + cfg.eval_batch_size])
@@ -48,6 +55,8 @@ def kl_to_reference(policy, ref_policy, tokenizer, prompts, replies_tokens, cfg)
             lp = token_logprobs(rollout.rollout_logits(policy, roll), targets)
             lq = token_logprobs(rollout.rollout_logits(ref_policy, roll), targets)
         total += masked_sum(lp - lq, mask).float().cpu().tolist()
+        bar.update(len(roll.prompts))
+    bar.close()
     return float(np.mean(total))
 
 

@@ -20,7 +20,7 @@ import torch
 from accelerate import Accelerator
 from tqdm.auto import tqdm
 
-from . import checkpoint, precision, rollout
+from . import checkpoint, precision, rollout, tracking
 from .baselines import advantage_stats, ema_advantages, rloo_advantages
 from .logprobs import entropy_from_logits, masked_sum, token_logprobs
 from .losses import kl_penalized_rewards, reinforce_loss
@@ -55,7 +55,8 @@ def check_settings(cfg, ref_policy, processes: int = 1) -> None:
 
 
 def train_reinforce(policy, tokenizer, reward_fn, prompts: list, cfg, ref_policy=None,
-                    progress: bool = True, checkpoint_dir=None, checkpoint_every: int = 20) -> dict:
+                    progress: bool = True, checkpoint_dir=None, checkpoint_every: int = 20,
+                    run_name: str | None = None) -> dict:
     """Fine-tune `policy` in place with REINFORCE; returns the per-iteration history (HISTORY_KEYS).
 
     Args:
@@ -69,6 +70,9 @@ def train_reinforce(policy, tokenizer, reward_fn, prompts: list, cfg, ref_policy
         checkpoint_dir: where to save the state every `checkpoint_every` iterations and at the
             end; a run that finds a checkpoint of the same settings there continues from it, also
             one that asks for more iterations than the checkpointed run did (it extends that run).
+            Each iteration's row also goes to `<checkpoint_dir>/train_log.jsonl`.
+        run_name: the project name under which the experiment tracker ``$ALIGNLIB_TRACKER`` names,
+            if any, logs each iteration (see `tracking`; default "reinforce").
 
     Under `accelerate launch` with N processes, each process samples, scores and differentiates
     its N-th of every iteration's prompts, the advantages are computed over the rows gathered from
@@ -76,7 +80,8 @@ def train_reinforce(policy, tokenizer, reward_fn, prompts: list, cfg, ref_policy
     averaged (DDP): the update of one process with all the prompts, up to float rounding. Only the
     main process writes checkpoints. Without the launcher: one process, nothing wrapped.
     """
-    accelerator = Accelerator(device_placement=False)  # the caller placed the models (models.device())
+    # the caller placed the models (models.device()); a tracker asked for but not installed fails here
+    accelerator = Accelerator(device_placement=False, **tracking.tracker_from_env())
     rank, world = accelerator.process_index, accelerator.num_processes
     check_settings(cfg, ref_policy, world)
     device, amp, k = next(policy.parameters()).device, cfg.amp, cfg.samples_per_prompt
@@ -99,6 +104,7 @@ def train_reinforce(policy, tokenizer, reward_fn, prompts: list, cfg, ref_policy
             for _ in range(start):  # the prompt batches the interrupted run already used
                 next(stream)
             print(f"[alignlib] resuming REINFORCE at iteration {start} from {checkpoint_dir}")
+    tracking.start_run(accelerator, run_name or "reinforce", cfg, checkpoint_dir, history)
     bar = tqdm(range(start, cfg.iterations), initial=start, total=cfg.iterations,
                desc=f"REINFORCE ({cfg.baseline})", disable=not (progress and accelerator.is_main_process))
     for it in bar:
@@ -172,6 +178,7 @@ def train_reinforce(policy, tokenizer, reward_fn, prompts: list, cfg, ref_policy
                "time/generate": t1 - t0, "time/score": t2 - t1, "time/backward": t3 - t2}
         for key in HISTORY_KEYS:
             history[key].append(row[key])
+        tracking.log_step(accelerator, row, checkpoint_dir)
         precision.raise_if_stuck(history["optim/grad_norm"], where)
         bar.set_postfix(reward=f"{row['reward/mean']:.3f}", len=f"{row['response/length']:.0f}",
                         kl="-" if kl is None else f"{row['kl/to_sft']:.2f}", s_it=f"{row['time/step']:.1f}")
@@ -179,6 +186,7 @@ def train_reinforce(policy, tokenizer, reward_fn, prompts: list, cfg, ref_policy
             checkpoint.save(checkpoint_dir, it + 1, fingerprint, policy, opt, write=accelerator.is_main_process,
                             extra={"baseline": baseline, "history": history, "scaler": scaler.state_dict()})
             accelerator.wait_for_everyone()
+    tracking.end_run(accelerator)
     policy.eval()
     return history
 

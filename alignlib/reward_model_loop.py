@@ -9,6 +9,7 @@ loss scaler skipped) and "time/step".
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 
 import numpy as np
@@ -16,7 +17,7 @@ import torch
 from accelerate import Accelerator
 from tqdm.auto import tqdm
 
-from . import checkpoint, precision
+from . import checkpoint, precision, tracking
 from .data import encode_pair, length_bucketed_batches
 from .losses import reward_model_loss
 from .packing import pack_pairs
@@ -34,7 +35,7 @@ def warmup_then_linear_decay(step: int, warmup_steps: int, total_steps: int) -> 
 
 
 def train_reward_model(model, tokenizer, pairs, cfg, max_length: int, progress: bool = True,
-                       checkpoint_dir=None, checkpoint_every: int = 50) -> dict:
+                       checkpoint_dir=None, checkpoint_every: int = 50, run_name: str | None = None) -> dict:
     """Train a reward model on preference pairs; returns the per-step history (HISTORY_KEYS).
 
     One optimizer step = `cfg.batch_size * cfg.grad_accum` pairs, each pair one packed
@@ -54,8 +55,12 @@ def train_reward_model(model, tokenizer, pairs, cfg, max_length: int, progress: 
     micro-batches, `cfg.grad_accum` per process; the gradients are averaged over the processes
     (DDP) and the logged metrics summed over them: global batch = batch_size x N x grad_accum
     pairs. Only the main process writes checkpoints. Without the launcher: one process, as before.
+
+    Each step's row also goes to `<checkpoint_dir>/train_log.jsonl` and to the experiment tracker
+    ``$ALIGNLIB_TRACKER`` names, if any, under the project `run_name` (see `tracking`).
     """
-    accelerator = Accelerator(device_placement=False)  # the caller placed the model (models.device())
+    # the caller placed the model (models.device()); a tracker asked for but not installed fails here
+    accelerator = Accelerator(device_placement=False, **tracking.tracker_from_env())
     rank, world = accelerator.process_index, accelerator.num_processes
     heads = accelerator.prepare(HeadAt(model))  # DDP under the launcher
     device = next(model.parameters()).device
@@ -83,6 +88,8 @@ def train_reward_model(model, tokenizer, pairs, cfg, max_length: int, progress: 
             sched.load_state_dict(extra["scheduler"])
             scaler.load_state_dict(extra["scaler"])
             print(f"[alignlib] resuming reward-model training at step {step} from {checkpoint_dir}")
+    tracking.start_run(accelerator, run_name or "reward_model", dataclasses.asdict(cfg) | {"max_length": max_length},
+                       checkpoint_dir, history)
 
     model.train()
     bar = tqdm(total=total_steps, initial=step, desc="RM training",
@@ -118,6 +125,7 @@ def train_reward_model(model, tokenizer, pairs, cfg, max_length: int, progress: 
                "time/step": time.perf_counter() - t0}
         for key in HISTORY_KEYS:
             history[key].append(row[key])
+        tracking.log_step(accelerator, row, checkpoint_dir)
         precision.raise_if_stuck(history["optim/grad_norm"], where)
         if grad_norm is not None:  # as accelerate does: a skipped step does not advance the schedule
             sched.step()
@@ -130,5 +138,6 @@ def train_reward_model(model, tokenizer, pairs, cfg, max_length: int, progress: 
                             extra={"history": history, "scheduler": sched.state_dict(), "scaler": scaler.state_dict()})
             accelerator.wait_for_everyone()
     bar.close()
+    tracking.end_run(accelerator)
     model.eval()
     return history

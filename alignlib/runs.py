@@ -103,6 +103,11 @@ def state_dir(profile, name: str) -> Path | None:
     return results.checkpoints_dir(profile.name) / f"{name}_state"
 
 
+def tracker_project(profile, name: str) -> str:
+    """The name a run logs under in the experiment tracker ($ALIGNLIB_TRACKER): "alignlib-cpu-reinforce_ema"."""
+    return f"alignlib-{profile.name}-{name.replace('/', '-')}"
+
+
 # ---------------------------------------------------------------------------------- reward models
 
 RLHF = [{"role": "user", "content": "What is RLHF?"}]
@@ -206,7 +211,8 @@ def reward_model_run(name: str, profile, cfg, tokenizer, prefs, publish: bool = 
         before = validation_metrics(model, tokenizer, prefs.validation, max_length, cfg)[0]
     with results.PeakMemory() as mem, results.Timer() as train_time:
         history = reward_model_loop.train_reward_model(model, tokenizer, prefs.train, cfg, max_length,
-                                                       checkpoint_dir=state_dir(profile, name))
+                                                       checkpoint_dir=state_dir(profile, name),
+                                                       run_name=tracker_project(profile, name))
     if not processes.is_main_process:
         return None, model, None
     metrics, val = validation_metrics(model, tokenizer, prefs.validation, max_length, cfg)
@@ -310,7 +316,8 @@ def reinforce_run(name: str, profile, cfg, setup: ReinforceSetup, reward_fn: Cal
     with results.PeakMemory() as mem:
         history = reinforce_loop.train_reinforce(policy, setup.tokenizer, reward_fn or setup.scorer,
                                                  setup.train_prompts, cfg, ref_policy=ref,
-                                                 checkpoint_dir=state_dir(profile, name))
+                                                 checkpoint_dir=state_dir(profile, name),
+                                                 run_name=tracker_project(profile, name))
     if not models.process_state().is_main_process:
         return None
     return record_reinforce_run(name, profile, cfg, setup, policy, ref, history, mem.peak_mb, extra_config)

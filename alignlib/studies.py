@@ -296,7 +296,8 @@ def overopt_run(name: str, profile, cfg, setup, judge, every: int, settings: dic
         if target:
             reinforce_loop.train_reinforce(policy, setup.tokenizer, setup.scorer, setup.train_prompts,
                                            config.with_overrides(cfg, iterations=target), ref_policy=ref,
-                                           checkpoint_dir=state, checkpoint_every=every)  # continues the last part
+                                           checkpoint_dir=state, checkpoint_every=every,  # continues the last part
+                                           run_name=runs.tracker_project(profile, name))
         points.append(overopt_point(target, policy, ref, setup, judge, sft_judge, cfg))
         results.write_record(name, profile.name, model_source=models.source_of(policy), data_source=setup.data_source,
                              seed=cfg.seed, wall_time_s=clock.elapsed + (old or {}).get("wall_time_s", 0.0), amp=cfg.amp,

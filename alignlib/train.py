@@ -3,13 +3,16 @@
     python -m alignlib.train rm                      # the scalar reward model of notebook 02
     python -m alignlib.train rm --labels 10          # the probabilistic one of notebook 04
     python -m alignlib.train reinforce               # REINFORCE with the EMA baseline (notebook 03)
+    python -m alignlib.train rm --profile smoke      # a profile other than $ALIGNLIB_PROFILE's
     python -m alignlib.train reinforce --baseline rloo --kl-beta 0.05 --reward-model rm_prob
     accelerate launch --config_file configs/accelerate/ddp.yaml -m alignlib.train reinforce
 
-The run profile is ``$ALIGNLIB_PROFILE`` (default: full with CUDA, else cpu) and the SFT model
-``$ALIGNLIB_MODEL`` (default SmolLM2-135M-Instruct). A run trains, evaluates and writes the same
-record as the notebooks (results/<profile>/<name>.json, from the main process), and resumes from
-its checkpoint when interrupted. REINFORCE needs a trained reward model first (``rm``).
+The run profile is ``--profile``, else ``$ALIGNLIB_PROFILE`` (default: full with CUDA, else cpu),
+and the SFT model ``$ALIGNLIB_MODEL`` (default SmolLM2-135M-Instruct). A run trains, evaluates
+and writes the same record as the notebooks (results/<profile>/<name>.json, from the main
+process), and resumes from its checkpoint when interrupted. REINFORCE needs a trained reward
+model first (``rm``). ``$ALIGNLIB_TRACKER`` (tensorboard, wandb, trackio, ...; default none) also
+sends each step's metrics to that experiment tracker (see alignlib/tracking.py).
 """
 
 from __future__ import annotations
@@ -17,19 +20,25 @@ from __future__ import annotations
 import argparse
 import json
 
-from . import config, data, models, runs, scoring
+# torch and the models are imported in `main`, after the arguments are parsed: --help and a
+# mistyped argument answer at once instead of after the 15 s that importing them takes
 
 DEFAULT_NAMES = {1: "rm_scalar", 10: "rm_prob"}
+PROFILES = ("full", "cpu", "smoke")  # config.PROFILES (tests/test_train.py checks they agree)
 
 
 def parse(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m alignlib.train", description=__doc__.split("\n\n")[0])
+    common = argparse.ArgumentParser(add_help=False)  # the options of both loops
+    common.add_argument("--profile", choices=PROFILES,
+                        help="run profile (default: $ALIGNLIB_PROFILE, else full with CUDA, else cpu)")
     loops = parser.add_subparsers(dest="loop", required=True)
-    rm = loops.add_parser("rm", help="train a reward model")
+    rm = loops.add_parser("rm", help="train a reward model", parents=[common])
     rm.add_argument("--labels", type=int, choices=(1, 10), default=1, help="1: scalar head; 10: scores 1..10")
     rm.add_argument("--name", help="record name (default rm_scalar / rm_prob)")
     rm.add_argument("--publish", action="store_true", help="also save the adapter under results/<profile>/adapters/")
-    rl = loops.add_parser("reinforce", help="fine-tune the policy with REINFORCE against a trained reward model")
+    rl = loops.add_parser("reinforce", help="fine-tune the policy with REINFORCE against a trained reward model",
+                          parents=[common])
     rl.add_argument("--baseline", choices=("ema", "rloo"), default="ema",
                     help="rloo: 2 replies per prompt and half the prompts per iteration, as notebook 03")
     rl.add_argument("--kl-beta", type=float, default=None, help="KL penalty to the SFT model (default: the profile's)")
@@ -40,6 +49,8 @@ def parse(argv=None) -> argparse.Namespace:
 
 def reinforce_config(profile, args) -> tuple[str, config.ReinforceConfig]:
     """(record name, config) of a REINFORCE run asked for on the command line."""
+    from . import config
+
     cfg = profile.reinforce
     if args.baseline == "rloo":
         cfg = config.with_overrides(cfg, baseline="rloo", samples_per_prompt=2, prompts_per_iter=cfg.prompts_per_iter // 2)
@@ -49,7 +60,10 @@ def reinforce_config(profile, args) -> tuple[str, config.ReinforceConfig]:
 
 
 def main(argv=None) -> dict | None:
-    args, profile = parse(argv), config.get_profile()
+    args = parse(argv)
+    from . import config, data, models, runs, scoring
+
+    profile = config.get_profile(args.profile)  # None: $ALIGNLIB_PROFILE, else the hardware's default
     tokenizer = models.load_tokenizer()
     if args.loop == "rm":
         cfg = profile.rm_scalar if args.labels == 1 else profile.rm_prob
@@ -59,10 +73,11 @@ def main(argv=None) -> dict | None:
     else:
         name, cfg = reinforce_config(profile, args)
         adapter = runs.rm_adapter_dir(profile.name, args.reward_model)
-        labels = json.loads((adapter / "alignlib_rm.json").read_text())["num_labels"] if adapter.exists() else 1
-        rm = models.load_reward_model(adapter, labels)
+        trained_on = models.reward_model_notes(adapter).get("data_source")  # prompts from the data the RM learned
+        prefs = data.load_preference_data(config.with_overrides(profile.data, max_train_pairs=None),
+                                          source=data.source_setting(trained_on))
+        rm = models.load_reward_model(adapter, data_source=prefs.source)
         scorer = scoring.RewardScorer(rm, tokenizer, profile.data.max_length, profile.rm_scalar.eval_batch_size, cfg.amp)
-        prefs = data.load_preference_data(config.with_overrides(profile.data, max_train_pairs=None))
         record = runs.reinforce_run(name, profile, cfg, runs.reinforce_setup(profile, tokenizer, scorer.score, adapter,
                                                                              prefs))
     if record is not None:  # the main process

@@ -159,3 +159,31 @@ def test_cross_judge_refuses_samples_of_other_prompts():
     runs = {"r": {"samples": [{"prompt": "not a", "sft": "x", "rl": "y"}]}}
     with pytest.raises(ValueError, match="other prompts"):
         evaluate.cross_judge(runs, {"j": lambda ps, t: np.zeros(len(t))}, prompts)
+
+
+class Bars:
+    """Stands in for tqdm in `evaluate`: keeps each bar's arguments and updates."""
+
+    def __init__(self):
+        self.made = []
+
+    def __call__(self, **kwargs):
+        bar = type("Bar", (), {"update": lambda s, n: s.updates.append(n), "close": lambda s: None})()
+        bar.kwargs, bar.updates = kwargs, []
+        self.made.append(bar)
+        return bar
+
+
+def test_generation_and_the_kl_pass_show_one_bar_counting_the_prompts(tiny_policy, tokenizer, monkeypatch):
+    from alignlib import config
+
+    bars = Bars()
+    monkeypatch.setattr(evaluate, "tqdm", bars)
+    prompts = [[{"role": "user", "content": w}] for w in ("cats", "dogs", "rain")]
+    cfg = config.with_overrides(config.get_profile("smoke").reinforce, eval_batch_size=2, max_new_tokens=2, amp="none")
+    gen = evaluate.generate_for_eval(tiny_policy, tokenizer, prompts, cfg)
+    evaluate.kl_to_reference(tiny_policy, tiny_policy, tokenizer, prompts, gen["tokens"], cfg)
+    evaluate.generate_for_eval(tiny_policy, tokenizer, prompts, cfg, progress=False)
+    assert [b.kwargs["desc"] for b in bars.made] == ["generating replies", "KL to reference", "generating replies"]
+    assert all(b.kwargs["total"] == 3 and b.updates == [2, 1] for b in bars.made)  # batches of 2, then 1
+    assert [b.kwargs["disable"] for b in bars.made] == [False, False, True]

@@ -24,3 +24,38 @@ def test_bad_arguments_are_refused(capsys):
     assert "invalid choice: 3" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         train.parse([])
+
+
+def test_help_answers_without_importing_torch():
+    """--help and argument errors come before the heavy imports (torch alone takes seconds)."""
+    import subprocess
+    import sys
+    import time
+
+    probe = ("import sys\nfrom alignlib import train\ntry:\n    train.parse(['--help'])\nexcept SystemExit:\n    pass\n"
+             "print('torch' in sys.modules, 'transformers' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert out.stdout.split()[-2:] == ["False", "False"], out.stderr
+    start = time.perf_counter()
+    helped = subprocess.run([sys.executable, "-m", "alignlib.train", "--help"], capture_output=True, text=True, timeout=60)
+    elapsed = time.perf_counter() - start
+    assert helped.returncode == 0 and "--profile" in subprocess.run(
+        [sys.executable, "-m", "alignlib.train", "rm", "--help"], capture_output=True, text=True, timeout=60).stdout
+    assert elapsed < 5, f"python -m alignlib.train --help took {elapsed:.1f} s"  # about 0.05 s; 15 s importing torch
+
+
+def test_the_profile_option_picks_the_profile(monkeypatch):
+    from alignlib import data, models, runs
+
+    assert set(train.PROFILES) == set(config.PROFILES)
+    asked, trained = [], []
+    real_get_profile = config.get_profile
+    monkeypatch.setattr(config, "get_profile", lambda name=None: asked.append(name) or real_get_profile(name))
+    monkeypatch.setattr(models, "load_tokenizer", lambda: "tokenizer")
+    monkeypatch.setattr(data, "load_preference_data", lambda cfg: "prefs")
+    monkeypatch.setattr(runs, "reward_model_run", lambda name, profile, *args, **kw: trained.append(profile) or (None,))
+    monkeypatch.setenv(config.PROFILE_ENV, "cpu")
+    assert train.main(["rm", "--profile", "smoke"]) is None  # None: as another process than the main one
+    assert asked == ["smoke"] and trained[-1].name == "smoke"
+    train.main(["rm"])  # without it: $ALIGNLIB_PROFILE
+    assert asked[-1] is None and trained[-1].name == "cpu"
