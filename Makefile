@@ -14,7 +14,7 @@ STAMP := $(VENV)/.alignlib-setup
 NOTEBOOKS := $(sort $(wildcard notebooks/0*.ipynb))
 REUSE ?=
 
-.PHONY: setup test report bench mutants rm-ablation seeds overoptimization colab-links lab
+.PHONY: setup test report bench mutants rm-ablation seeds overoptimization gpu-check colab-links lab
 
 setup: $(STAMP)
 
@@ -87,6 +87,14 @@ seeds: setup
 overoptimization: setup
 	$(PY) -m alignlib.studies overoptimization
 	$(PY) report/readme_table.py cpu  # the README's tables from the cpu records
+
+# make gpu-check   on a CUDA GPU (T4 to H100), in at most ~8 minutes: the unit tests that apply there, 50 fp16 steps
+#                  of the full profile's probabilistic RM (pairs/s, steps the loss scaler skipped) and 20 REINFORCE
+#                  iterations at its settings (compile + first iteration, s/iteration, generate/score/backward),
+#                  peak GPU memory of each -> results/full/gpu_check.json; exit 2 without CUDA
+#                  (python -m alignlib.gpu_check --dry-run: the same code, tiny, on a CPU)
+gpu-check: setup
+	$(PY) -m alignlib.gpu_check
 
 # make colab-links   point the Colab badges and clone cells at [project.urls] Repository of pyproject.toml
 colab-links:

@@ -184,8 +184,9 @@ def _clean(x):
 
 
 def write_record(name: str, profile: str, *, model_source: str, data_source: str, seed: int,
-                 wall_time_s: float, config: dict, metrics: dict, amp: str, **extra) -> Path:
-    """Write results/<profile>/<name>.json with the fields every record carries.
+                 wall_time_s: float, config: dict, metrics: dict, amp: str, path: Path | None = None,
+                 **extra) -> Path:
+    """Write results/<profile>/<name>.json (or `path`) with the fields every record carries.
 
     `amp` is the run's precision setting (e.g. `cfg.amp`): the record states what it resolved to
     on this device, and why (`precision.describe`).
@@ -212,7 +213,7 @@ def write_record(name: str, profile: str, *, model_source: str, data_source: str
         "metrics": metrics,
         **extra,
     }
-    path = results_dir(profile) / f"{name}.json"  # `name` may hold a folder: "rm_dev/all_linear"
+    path = Path(path) if path else results_dir(profile) / f"{name}.json"  # `name` may hold a folder: "rm_dev/x"
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(_clean(record), indent=1, ensure_ascii=False) + "\n")
