@@ -66,7 +66,10 @@ def checkpoints_dir(profile: str) -> Path:
 
 def portable(path: Path | str) -> str:
     """A path as a record stores it: relative to the output root, or to the repository (the published
-    adapters), so that records stay true when their folder moves; absolute only outside both."""
+    adapters), so that records stay true when their folder moves; absolute only outside both. A relative path
+    is taken as one already written so."""
+    if not Path(path).is_absolute():
+        return Path(path).as_posix()
     path = Path(path).resolve()
     for root in (output_root(), ROOT):
         if path.is_relative_to(root.resolve()):

@@ -113,6 +113,7 @@ def test_results_and_checkpoints_go_to_the_output_root(in_tmp, monkeypatch):
     published.mkdir(parents=True)
     assert results.portable(published) == "results/cpu/adapters/rm_scalar"
     assert results.resolve("results/cpu/adapters/rm_scalar") == published  # not in the output root: the repository's
+    assert results.portable("results/cpu/adapters/rm_scalar") == "results/cpu/adapters/rm_scalar"  # as recorded
 
 
 def test_a_run_writes_its_record_to_the_output_root_and_reads_the_published_ones_from_the_repository(in_tmp, monkeypatch):
