@@ -120,12 +120,40 @@ SMOLLM2_135M_REVISION = "12fd25f77366fa6b3b4b768ec3050bf629380bac"
 MODEL_REVISION_ENV = "ALIGNLIB_MODEL_REVISION"
 
 
+MODEL_SOURCE_ENV = "ALIGNLIB_MODEL_SOURCE"
+MODEL_SOURCES = {"auto": None, "hub": SOURCE_HUB, "offline": SOURCE_GGUF}  # setting -> the weights it loads
+
+
+def model_source_setting() -> str:
+    """``$ALIGNLIB_MODEL_SOURCE``: "auto" (the hub where it answers, else the offline weights; the default),
+    "hub" or "offline"."""
+    setting = os.environ.get(MODEL_SOURCE_ENV, "").strip().lower() or "auto"
+    if setting not in MODEL_SOURCES:
+        raise ValueError(f"${MODEL_SOURCE_ENV}={setting!r}: use auto, hub or offline")
+    return setting
+
+
+def follow_weights_of(notes: dict) -> None:
+    """Make this process load the SFT weights a reward model was trained on (its `reward_model_notes`), by
+    setting ``$ALIGNLIB_MODEL_SOURCE``: a policy trained, or replies judged, against a reward model start from
+    the weights it learned on (the published ones: the offline Q4_1 copy). A source the user set is kept."""
+    wanted = {source: setting for setting, source in MODEL_SOURCES.items() if source}.get(notes.get("model_source"))
+    if wanted is None or os.environ.get(MODEL_SOURCE_ENV, "").strip():
+        return
+    os.environ[MODEL_SOURCE_ENV] = wanted
+    print(f"[alignlib] the reward model was trained on the {notes['model_source']!r} weights: this process loads "
+          f"those (${MODEL_SOURCE_ENV}={wanted})")
+
+
 def locate_model() -> tuple[str, str]:
     """(path, source) of the SFT model (`config.model_id`): the hub if reachable, else the offline
-    copy, which exists for SmolLM2-135M-Instruct only. The hub revision: $ALIGNLIB_MODEL_REVISION, else
-    `SMOLLM2_135M_REVISION` for SmolLM2-135M-Instruct and "main" for another model."""
-    name, failure = model_id(), "the hub is not reachable"
-    if hub_available():
+    copy, which exists for SmolLM2-135M-Instruct only; ``$ALIGNLIB_MODEL_SOURCE`` can ask for one of the two.
+    The hub revision: $ALIGNLIB_MODEL_REVISION, else `SMOLLM2_135M_REVISION` for SmolLM2-135M-Instruct and
+    "main" for another model."""
+    name, failure, setting = model_id(), "the hub is not reachable", model_source_setting()
+    if setting == "offline":
+        failure = f"${MODEL_SOURCE_ENV}=offline"
+    elif hub_available():
         from huggingface_hub import snapshot_download
 
         revision = os.environ.get(MODEL_REVISION_ENV, "").strip() or (
@@ -136,8 +164,11 @@ def locate_model() -> tuple[str, str]:
             return path, SOURCE_HUB
         except HUB_ERRORS as e:  # network, proxy, endpoint, no such model or revision; a bug propagates
             failure = f"the hub failed ({short_error(e)})"
-            if name == MODEL_ID:
+            if name == MODEL_ID and setting == "auto":
                 print(f"[alignlib] {failure}; using the offline GGUF weights instead. {HUB_HINT}")
+    if setting == "hub":
+        raise ModelUnavailableError(f"Cannot load {name} from the hub (${MODEL_SOURCE_ENV}=hub): {failure}. "
+                                    f"{HUB_HINT} Or unset ${MODEL_SOURCE_ENV} to use the offline weights.")
     if name != MODEL_ID:
         raise ModelUnavailableError(
             f"Cannot load {name} (set by ${MODEL_ENV}): {failure}, and only {MODEL_ID} has offline weights. "

@@ -64,8 +64,8 @@ def main(argv=None) -> dict | None:
     from . import config, data, models, runs, scoring
 
     profile = config.get_profile(args.profile)  # None: $ALIGNLIB_PROFILE, else the hardware's default
-    tokenizer = models.load_tokenizer()
     if args.loop == "rm":
+        tokenizer = models.load_tokenizer()
         cfg = profile.rm_scalar if args.labels == 1 else profile.rm_prob
         prefs = data.load_preference_data(profile.data)
         record = runs.reward_model_run(args.name or DEFAULT_NAMES[args.labels], profile, cfg, tokenizer, prefs,
@@ -73,9 +73,11 @@ def main(argv=None) -> dict | None:
     else:
         name, cfg = reinforce_config(profile, args)
         adapter = runs.rm_adapter_dir(profile.name, args.reward_model)
-        trained_on = models.reward_model_notes(adapter).get("data_source")  # prompts from the data the RM learned
+        notes = models.reward_model_notes(adapter)  # the policy and the prompts follow what the RM learned on
+        models.follow_weights_of(notes)
+        tokenizer = models.load_tokenizer()
         prefs = data.load_preference_data(config.with_overrides(profile.data, max_train_pairs=None),
-                                          source=data.source_setting(trained_on))
+                                          source=data.source_setting(notes.get("data_source")))
         rm = models.load_reward_model(adapter, data_source=prefs.source)
         scorer = scoring.RewardScorer(rm, tokenizer, profile.data.max_length, profile.rm_scalar.eval_batch_size, cfg.amp)
         record = runs.reinforce_run(name, profile, cfg, runs.reinforce_setup(profile, tokenizer, scorer.score, adapter,

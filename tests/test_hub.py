@@ -262,7 +262,7 @@ def fake_snapshot_download(monkeypatch, tmp_path):
     monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
     monkeypatch.setattr(models, "hub_available", lambda: True)
     monkeypatch.setattr(models, "offline_model_dir", lambda: tmp_path)
-    for var in (config.MODEL_ENV, models.MODEL_REVISION_ENV):
+    for var in (config.MODEL_ENV, models.MODEL_REVISION_ENV, models.MODEL_SOURCE_ENV):
         monkeypatch.delenv(var, raising=False)
     return calls, raised
 
@@ -305,3 +305,29 @@ def test_a_bug_while_locating_the_model_propagates(fake_snapshot_download):
     fake_snapshot_download[1].append(TypeError("snapshot_download() got an unexpected keyword argument"))
     with pytest.raises(TypeError, match="unexpected keyword"):
         models.locate_model()
+
+
+def test_the_model_source_setting_picks_the_weights(fake_snapshot_download, tmp_path, monkeypatch):
+    calls, raised = fake_snapshot_download
+    monkeypatch.setenv(models.MODEL_SOURCE_ENV, "offline")
+    assert models.locate_model() == (str(tmp_path), "gguf-q4_1") and calls == []  # the hub is not asked
+    monkeypatch.setenv(models.MODEL_SOURCE_ENV, "hub")
+    assert models.locate_model()[1] == "hub"
+    raised.append(httpx.ConnectError("[Errno 101] Network is unreachable"))
+    with pytest.raises(models.ModelUnavailableError, match=r"from the hub \(\$ALIGNLIB_MODEL_SOURCE=hub\).*ConnectError"):
+        models.locate_model()  # asked for the hub: no silent fallback
+    monkeypatch.setenv(models.MODEL_SOURCE_ENV, "gguf")
+    with pytest.raises(ValueError, match="auto, hub or offline"):
+        models.locate_model()
+
+
+def test_a_run_follows_the_weights_its_reward_model_learned_on(monkeypatch, capsys):
+    monkeypatch.setenv(models.MODEL_SOURCE_ENV, "")  # unset, and restored to what it was after the test
+    models.follow_weights_of({"model_source": "gguf-q4_1"})  # the published reward models
+    assert models.model_source_setting() == "offline" and "'gguf-q4_1' weights" in capsys.readouterr().out
+    monkeypatch.setenv(models.MODEL_SOURCE_ENV, "hub")  # the user's own choice stays
+    models.follow_weights_of({"model_source": "gguf-q4_1"})
+    assert models.model_source_setting() == "hub"
+    monkeypatch.setenv(models.MODEL_SOURCE_ENV, "")
+    models.follow_weights_of({"model_source": "tiny-random"})  # a source no setting gives: left alone
+    assert models.model_source_setting() == "auto"
