@@ -6,6 +6,7 @@
 #              recorded with the same settings, in the same precision, is not trained again (runs.reusable_record);
 #              NOTEBOOKS="notebooks/03_reinforce.ipynb ..." executes only those
 # make lab     open the notebooks in JupyterLab (installed on first use; make setup leaves it out)
+# make gpu-check  on a CUDA GPU: unit tests, 50 fp16 RM steps, 20 REINFORCE iterations -> results/full/gpu_check.json
 
 SHELL := /bin/bash
 VENV := .venv
