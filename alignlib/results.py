@@ -255,9 +255,7 @@ def read_record(name: str, profile: str) -> dict:
     """Run record `name` of `profile` from the output root, else the repository's published one.
 
     MissingRecordError (naming the notebook to run) when neither has it."""
-    path = record_path(name, profile)
-    if not path.exists():
-        path = ROOT / "results" / profile / f"{name}.json"  # published (committed) with the repository
+    path = resolve(f"results/{profile}/{name}.json")  # the output root's, else the one published with the repository
     if not path.exists():
         notebook = WRITTEN_BY.get(name.split("/")[0], "that writes it")
         raise MissingRecordError(

@@ -83,8 +83,7 @@ def rm_adapter_dir(profile: str, name: str = "rm_scalar") -> Path:
     root, `results.output_root`), else the one this profile published (results/<profile>/adapters/, e.g. the
     full profile's, trained on a GPU), else the published cpu one. A run records which one it used (its
     config's "reward_model"); `models.load_reward_model` refuses one trained on another model or data source."""
-    candidates = (results.checkpoints_dir(profile) / name,
-                  *(root / "results" / profile / "adapters" / name for root in (results.output_root(), results.ROOT)))
+    candidates = (results.checkpoints_dir(profile) / name, results.resolve(f"results/{profile}/adapters/{name}"))
     for adapter in candidates:
         if (adapter / "adapter_config.json").exists():
             return adapter
@@ -291,10 +290,11 @@ def reinforce_setup(profile, tokenizer, scorer, reward_model: Path | str, prefs)
     policy = models.load_policy()
     sft = evaluate.generate_for_eval(policy, tokenizer, eval_prompts, cfg)
     sft["rewards"] = np.asarray(scorer(eval_prompts, sft["texts"]))
-    notes = models.reward_model_notes(results.resolve(reward_model))
+    reward_model = results.resolve(reward_model)
+    notes = models.reward_model_notes(reward_model)
     trained_on = {k: notes.get(k) for k in ("model_source", "data_source")}
     return ReinforceSetup(tokenizer, scorer, train_prompts, skipped, eval_prompts, sft,
-                          results.portable(results.resolve(reward_model)), prefs.source, trained_on,
+                          results.portable(reward_model), prefs.source, trained_on,
                           models.source_mismatches(notes, models.source_of(policy), prefs.source))
 
 
