@@ -378,8 +378,9 @@ SUMMARIES = {"rm_ablation": "make rm-ablation", "seeds": "make seeds", "overopti
 
 
 def read_summary(name: str, profile_name: str) -> dict | None:
-    """A study's summary (results/<profile>/<name>.json), or None, saying which command makes it, when it is not there."""
-    path = results.results_dir(profile_name) / f"{name}.json"
+    """A study's summary (results/<profile>/<name>.json, the output root's, else the published one), or None, saying
+    which command makes it, when it is not there."""
+    path = results.resolve(f"results/{profile_name}/{name}.json")
     if not path.exists():
         print(f"{results.portable(path)} does not exist yet: `ALIGNLIB_PROFILE={profile_name} {SUMMARIES[name]}` "
               "writes it (hours on a CPU; resumable)")

@@ -11,7 +11,7 @@ import types
 import pytest
 import torch
 
-from alignlib import config, data, models, results, runs
+from alignlib import config, data, models, results, runs, studies
 from test_reward import toy_pairs
 
 
@@ -127,6 +127,8 @@ def test_a_run_writes_its_record_to_the_output_root_and_reads_the_published_ones
     committed.parent.mkdir(parents=True)
     committed.write_text(path.read_text())
     assert results.read_record("rm_scalar", "cpu")["name"] == "rm_x"  # the published record, from the clone
+    committed.with_name("seeds.json").write_text('{"ema/n_seeds": 3}')
+    assert studies.read_summary("seeds", "cpu") == {"ema/n_seeds": 3}  # a published study summary too
 
 
 def test_a_reward_model_trained_in_the_output_root_comes_before_the_published_one(in_tmp, monkeypatch):
