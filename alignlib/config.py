@@ -26,6 +26,17 @@ PROFILE_ENV = "ALIGNLIB_PROFILE"
 MODEL_ENV = "ALIGNLIB_MODEL"
 SMOLLM2_135M = "HuggingFaceTB/SmolLM2-135M-Instruct"
 
+# Fixed across profiles, so not part of a record's settings
+EVAL_SEED = 1234  # sampling seed of every held-out evaluation (the same replies for every policy of a profile)
+RM_CHECKPOINT_EVERY = 50  # optimizer steps between reward-model checkpoints
+REINFORCE_CHECKPOINT_EVERY = 20  # iterations between policy checkpoints
+RELOAD_CHECK_PAIRS = 32  # pairs a saved reward model re-scores to prove that it reloads (all of them took minutes)
+
+
+def iteration_seed(seed: int, iteration: int) -> int:
+    """The sampling seed of one REINFORCE iteration: a separate stream per (run seed, iteration)."""
+    return seed * 100_003 + iteration
+
 
 @dataclass(frozen=True)
 class DataConfig:
