@@ -98,12 +98,21 @@ class ReinforceConfig:
 
 
 @dataclass(frozen=True)
+class StudyConfig:
+    """The scale of the studies (`alignlib.studies`), which repeat or extend the notebooks' runs."""
+    seeds: tuple[int, ...] = (0, 1, 2)  # training seeds of `make seeds` (seed 0 is the notebooks' own run)
+    overopt_iterations: int = 600  # `make overoptimization`: iterations against the proxy reward model
+    overopt_every: int = 50  # ... judged every n iterations
+
+
+@dataclass(frozen=True)
 class Profile:
     name: str
     data: DataConfig
     rm_scalar: RewardModelConfig
     rm_prob: RewardModelConfig
     reinforce: ReinforceConfig
+    studies: StudyConfig = StudyConfig()
     model: str = SMOLLM2_135M  # the SFT model's hub id ($ALIGNLIB_MODEL overrides it: `model_id`)
 
     def to_dict(self) -> dict:
@@ -131,6 +140,7 @@ CPU = Profile(
     reinforce=ReinforceConfig(
         iterations=60, prompts_per_iter=8, max_new_tokens=96, lr=2e-5, eval_prompts=128, amp="auto"
     ),
+    studies=StudyConfig(overopt_iterations=200, overopt_every=20),
 )
 
 SMOKE = Profile(
@@ -144,6 +154,7 @@ SMOKE = Profile(
         iterations=1, prompts_per_iter=2, max_new_tokens=8, max_prompt_tokens=64, eval_prompts=4,
         eval_batch_size=4, amp="auto"
     ),
+    studies=StudyConfig(overopt_iterations=2, overopt_every=1),
 )
 
 PROFILES: dict[str, Profile] = {p.name: p for p in (FULL, CPU, SMOKE)}
@@ -179,3 +190,34 @@ def get_profile(name: str | None = None) -> Profile:
 def with_overrides(cfg, **changes):
     """A copy of a config dataclass with some fields changed (e.g. a variant run)."""
     return dataclasses.replace(cfg, **changes)
+
+
+# ------------------------------------------------------------------ the REINFORCE variants the course compares
+
+KL_BETA = 0.05  # the KL weight of the "+ KL" runs (notebook 03 and the studies that repeat them)
+
+
+def rloo(cfg: ReinforceConfig, k: int = 2) -> ReinforceConfig:
+    """RLOO with k replies per prompt and 1/k of the prompts per iteration: as many replies per iteration as the
+    EMA run, so the two compare at equal sampling cost."""
+    return with_overrides(cfg, baseline="rloo", samples_per_prompt=k, prompts_per_iter=cfg.prompts_per_iter // k)
+
+
+def with_kl(cfg: ReinforceConfig, beta: float = KL_BETA) -> ReinforceConfig:
+    """The same run with a KL penalty of weight `beta` to the SFT model in the reward."""
+    return with_overrides(cfg, kl_beta=beta)
+
+
+# ------------------------------------------------------------------ the reward model ablation's variants
+
+ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+# The settings the variants change, as they were before tuning: each variant is this plus its changes, so
+# that setting the chosen variant in the profile leaves every recorded variant's settings as they were.
+RM_ABLATION_BASE = {"lora_target_modules": ("q_proj", "v_proj"), "epochs": 1}
+# variant -> (changes to RM_ABLATION_BASE, training pairs as a multiple of the profile's)
+RM_ABLATION = {
+    "baseline": ({}, 1),  # LoRA on q_proj and v_proj, one epoch
+    "all_linear": ({"lora_target_modules": ALL_LINEAR}, 1),
+    "two_epochs": ({"epochs": 2}, 1),
+    "more_pairs": ({}, 2),
+}

@@ -326,11 +326,6 @@ def response_suffix(tokenizer) -> str:
     return text[text.rindex("RESPONSE") + len("RESPONSE"):]
 
 
-def rm_text(tokenizer, messages, response: str) -> str:
-    """The reward model's input: prompt + response through the chat template."""
-    return policy_prompt_text(tokenizer, messages) + response + response_suffix(tokenizer)
-
-
 @dataclass
 class EncodedPair:
     """Token ids of one preference pair, the prompt shared by both responses."""
@@ -338,14 +333,6 @@ class EncodedPair:
     chosen: list[int]
     rejected: list[int]
     truncated: bool  # prompt (or a response) lost tokens on the left to fit max_length
-
-    @property
-    def chosen_ids(self) -> list[int]:
-        return self.prompt + self.chosen
-
-    @property
-    def rejected_ids(self) -> list[int]:
-        return self.prompt + self.rejected
 
 
 def encode_prompt_response(tokenizer, messages, response: str, max_length: int) -> tuple[list[int], bool]:

@@ -1,5 +1,6 @@
-"""Judging policies: replies to held-out prompts, SFT vs RL compared pairwise, KL to the SFT
-model, and every run re-scored by every judge.
+"""Judging runs: a reward model on the validation pairs and the original write-up's checks; a policy's
+replies to held-out prompts, SFT vs RL compared pairwise, its KL to the SFT model, and every run re-scored
+by every judge.
 
 The statistics are in `stats`; this module runs the models.
 """
@@ -10,12 +11,14 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from . import precision, rollout
+from . import precision, rollout, scoring, stats
+from .config import EVAL_SEED
+from .data import PreferencePair
 from .logprobs import masked_sum, token_logprobs
 from .stats import distinct_n, gain_by_ending, length_controlled_gain, paired_reward_comparison, repetition_rate
 
 
-def generate_for_eval(policy, tokenizer, prompts, cfg, seed: int = 1234, progress: bool = True) -> dict:
+def generate_for_eval(policy, tokenizer, prompts, cfg, seed: int = EVAL_SEED, progress: bool = True) -> dict:
     """Replies of `policy` to every prompt with the profile's decoding and a fixed seed per batch,
     so that two policies are compared on the same prompts and the same random stream (a progress
     bar counts the prompts unless `progress` is False).
@@ -132,3 +135,33 @@ def judged_examples(prompt: list, replies: dict, judges: dict) -> list[dict]:
     return [{"policy": label, "reply": text, **{judge: float(s[i]) for judge, s in scores.items()}}
             for i, (label, text) in enumerate(zip(labels, texts))]
 
+
+# ------------------------------------------------------------------------------ reward models
+
+RLHF = [{"role": "user", "content": "What is RLHF?"}]
+RLHF_DEFINITION = ("RLHF, reinforcement learning from human feedback, fine-tunes a language model with reinforcement "
+                   "learning: people compare pairs of model replies, a reward model is trained to predict their "
+                   "preferences, and the model is then optimised to produce replies that the reward model scores highly.")
+
+
+def sanity_checks(scorer: scoring.RewardScorer, pair: PreferencePair) -> list[dict]:
+    """The original write-up's checks: a training pair's chosen and rejected reply, and a real
+    definition of RLHF against a non-answer, each with the reward the model gives it."""
+    rows = [(pair.prompt, pair.chosen, "training pair: chosen"), (pair.prompt, pair.rejected, "training pair: rejected"),
+            (RLHF, RLHF_DEFINITION, "real definition"), (RLHF, "I don't know.", "non-answer")]
+    rewards = scorer.score([list(p) for p, _, _ in rows], [r for _, r, _ in rows]).tolist()
+    return [{"prompt (last turn)": p[-1]["content"], "reply": r, "label": label, "reward": w}
+            for (p, r, label), w in zip(rows, rewards)]
+
+
+def validation_metrics(model, tokenizer, pairs, max_length: int, cfg) -> tuple[dict, dict]:
+    """Pairwise metrics of a reward model on the validation pairs, with the length analysis and,
+    for a distributional head, how it uses its scores; returns (metrics, `scoring.pair_rewards` output)."""
+    val = scoring.pair_rewards(model, tokenizer, pairs, max_length, cfg.eval_batch_size, cfg.amp, progress=True)
+    metrics = stats.pairwise_metrics(val["chosen"], val["rejected"])
+    metrics.update(stats.length_analysis(val["len_chosen"], val["len_rejected"], val["chosen"], val["rejected"]))
+    metrics["n_truncated_val"] = int(val["truncated"].sum())
+    if cfg.num_labels > 1:
+        dist = stats.distribution_report(val["logits_chosen"], val["logits_rejected"])
+        metrics.update({f"dist_{k}": v for k, v in dist.items()})
+    return metrics, val

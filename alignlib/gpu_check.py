@@ -1,8 +1,8 @@
 """Check a CUDA GPU in one command (``make gpu-check``), in at most about 8 minutes, T4 to H100.
 
-    python -m alignlib.gpu_check                  # on a CUDA GPU -> results/full/gpu_check.json
-    python -m alignlib.gpu_check --out my.json    # the record elsewhere
-    python -m alignlib.gpu_check --dry-run        # the same code path on this machine, tiny (for tests)
+    python -m alignlib gpu-check                  # on a CUDA GPU -> results/full/gpu_check.json
+    python -m alignlib gpu-check --out my.json    # the record elsewhere
+    python -m alignlib gpu-check --dry-run        # the same code path on this machine, tiny (for tests)
 
 Three parts, in order, each with its time and peak memory:
 
@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import config, data, models, precision, reinforce_loop, results, reward_model_loop, rollout, runs, scoring
+from . import config, data, machine, models, precision, prompts, records, reinforce_loop, reward_model_loop, rollout, scoring
 from .hub import short_error
 
 BUDGET_S = 480.0  # the whole check, in seconds
@@ -53,7 +53,7 @@ TEST_FILES = ("tests/test_precision.py", "tests/test_losses.py", "tests/test_log
               "tests/test_full_profile.py")
 DRY_RUN_TEST_FILES = ("tests/test_baselines.py",)  # pytest inside pytest is slow: one fast file proves the path
 MIN_TEST_S = 30.0  # below this much time for the unit tests, they are skipped rather than cut off
-PUBLISHED_SCALAR_RM = results.ROOT / "results" / "full" / "adapters" / "rm_scalar"
+PUBLISHED_SCALAR_RM = records.ROOT / "results" / "full" / "adapters" / "rm_scalar"
 # the record's metrics, each present (null where its part did not run)
 METRICS = ("gpu_name", "compute_capability", "cuda_version",
            "tests_passed", "tests_failed", "tests_errors", "tests_skipped", "tests_exit_code", "tests_timed_out",
@@ -100,7 +100,7 @@ def dry_run_scale() -> Scale:
 
 
 def parse(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m alignlib.gpu_check", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m alignlib gpu-check", description=__doc__.split("\n\n")[0])
     parser.add_argument("--dry-run", action="store_true",
                         help="without a GPU: every part tiny, on this machine's device (for tests)")
     parser.add_argument("--out", type=Path, help="where to write the record (default: results/full/gpu_check.json; "
@@ -118,7 +118,7 @@ def no_cuda_message() -> str:
             f"{torch.__version__}, {build}). This command checks a GPU. Run it on a machine with an NVIDIA GPU and a "
             "CUDA build of torch (on Colab: Runtime > Change runtime type > T4 GPU), and check that nvidia-smi lists "
             "the GPU. To run the check's code on this machine instead, tiny and without a GPU: "
-            "python -m alignlib.gpu_check --dry-run")
+            "python -m alignlib gpu-check --dry-run")
 
 
 class Progress:
@@ -126,7 +126,7 @@ class Progress:
     sees it work), and keeps the time budget."""
 
     def __init__(self, budget_s: float):
-        self.clock, self.budget_s = results.Timer(), budget_s
+        self.clock, self.budget_s = machine.Timer(), budget_s
 
     @property
     def elapsed(self) -> float:
@@ -156,7 +156,7 @@ class RealModels:
         """(model, which one): the published full-profile scalar RM, else a freshly initialised one."""
         try:
             model = models.load_reward_model(PUBLISHED_SCALAR_RM, data_source=data_source)
-            return model, f"published adapter {results.portable(PUBLISHED_SCALAR_RM)}"
+            return model, f"published adapter {records.portable(PUBLISHED_SCALAR_RM)}"
         except Exception as e:  # noqa: BLE001  (any failure to load: the check goes on, and says so)
             print(f"[gpu-check] WARNING: the published scalar reward model did not load ({short_error(e)}); "
                   "REINFORCE is timed against a freshly initialised scalar reward model instead", flush=True)
@@ -186,7 +186,7 @@ class TinyModels:
             with models.peft_without_deprecation_noise():
                 model = get_peft_model(base, models.lora_config(cfg))
         model.alignlib_source = "tiny-random"
-        return model.to(models.device())
+        return model.to(machine.device())
 
     def scalar_reward_model(self, data_source: str) -> tuple[object, str]:
         return self.reward_model(config.get_profile("smoke").rm_scalar).eval(), "tiny random scalar RM (dry run)"
@@ -198,7 +198,7 @@ class TinyModels:
             torch.manual_seed(0)
             model = LlamaForCausalLM(LlamaConfig(**self.shape))
         model.alignlib_source = "tiny-random"
-        return model.to(models.device()).eval()
+        return model.to(machine.device()).eval()
 
 
 class Inputs:
@@ -256,9 +256,9 @@ def run_unit_tests(files: tuple[str, ...], timeout_s: float, progress: Progress)
         report = Path(tmp) / "junit.xml"
         command = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", f"--junitxml={report}",
                    *files]
-        clock = results.Timer()
+        clock = machine.Timer()
         try:
-            code, timed_out = subprocess.run(command, cwd=results.ROOT, timeout=timeout_s).returncode, False
+            code, timed_out = subprocess.run(command, cwd=records.ROOT, timeout=timeout_s).returncode, False
         except subprocess.TimeoutExpired:
             code, timed_out = None, True
         counts = junit_counts(report) if report.exists() else {
@@ -276,13 +276,13 @@ def check_reward_model(scale: Scale, inputs: Inputs, progress: Progress) -> dict
     take (encoding all 5,803 would cost seconds of the budget and change nothing measured)."""
     cfg = scale.rm
     pairs = inputs.prefs.train[: cfg.max_steps * cfg.batch_size * cfg.grad_accum]
-    results.seed_everything(cfg.seed)
+    machine.seed_everything(cfg.seed)
     model = inputs.models.reward_model(cfg)
     inputs.model_source = models.source_of(model)
     progress.say(f"reward model: {models.source_of(model)} weights loaded; training {cfg.max_steps} steps of "
-                 f"{cfg.batch_size} pairs in {precision.resolve(cfg.amp, models.device()).dtype}")
+                 f"{cfg.batch_size} pairs in {precision.resolve(cfg.amp, machine.device()).dtype}")
     try:
-        with results.PeakMemory() as memory:
+        with machine.PeakMemory() as memory:
             history = reward_model_loop.train_reward_model(model, inputs.tokenizer, pairs, cfg,
                                                            scale.profile.data.max_length)
     finally:
@@ -308,11 +308,11 @@ def check_reinforce(scale: Scale, inputs: Inputs, progress: Progress) -> tuple[d
     rm, described = inputs.models.scalar_reward_model(inputs.prefs.source)
     scorer = scoring.RewardScorer(rm, inputs.tokenizer, scale.profile.data.max_length,
                                   scale.profile.rm_scalar.eval_batch_size, cfg.amp)
-    prompts, _ = runs.unique_prompts(inputs.prefs.train, inputs.tokenizer, cfg.max_prompt_tokens)
-    if len(prompts) < cfg.prompts_per_iter:
-        raise ValueError(f"only {len(prompts)} training prompts fit max_prompt_tokens={cfg.max_prompt_tokens}; "
+    train_prompts, _ = prompts.unique_prompts(inputs.prefs.train, inputs.tokenizer, cfg.max_prompt_tokens)
+    if len(train_prompts) < cfg.prompts_per_iter:
+        raise ValueError(f"only {len(train_prompts)} training prompts fit max_prompt_tokens={cfg.max_prompt_tokens}; "
                          f"an iteration needs {cfg.prompts_per_iter}")
-    results.seed_everything(cfg.seed)
+    machine.seed_everything(cfg.seed)
     policy, ref = inputs.models.policy(), inputs.models.policy()
     inputs.model_source = models.source_of(policy)
     against = {"reward_model": described, "reward_model_mismatch": getattr(rm, "alignlib_mismatch", {}),
@@ -321,8 +321,8 @@ def check_reinforce(scale: Scale, inputs: Inputs, progress: Progress) -> tuple[d
                  f"prompts x {cfg.max_new_tokens} new tokens, {against['kv_cache']} KV cache (on CUDA the first "
                  "iteration compiles the decoding step)")
     try:
-        with results.PeakMemory() as memory:
-            history = reinforce_loop.train_reinforce(policy, inputs.tokenizer, scorer.score, prompts, cfg,
+        with machine.PeakMemory() as memory:
+            history = reinforce_loop.train_reinforce(policy, inputs.tokenizer, scorer.score, train_prompts, cfg,
                                                      ref_policy=ref)
     finally:
         del policy, ref, rm, scorer
@@ -352,9 +352,9 @@ def gpu_identity() -> dict:
 
 
 def write(out: Path | None, profile: str, **record) -> Path:
-    """Write the record with `results.write_record` (its standard fields: hardware, precision, code version,
+    """Write the record with `records.write_record` (its standard fields: hardware, precision, code version,
     ...): to results/<profile>/gpu_check.json, or to the file `out`."""
-    return results.write_record(RECORD_NAME, profile, path=out and out.expanduser().resolve(), **record)
+    return records.write_record(RECORD_NAME, profile, path=out and out.expanduser().resolve(), **record)
 
 
 def settings(scale: Scale, args: argparse.Namespace) -> dict:
@@ -398,7 +398,7 @@ def main(argv=None) -> int:
         print(no_cuda_message(), file=sys.stderr)
         return 2
     progress = Progress(args.budget)
-    results.loaded_code_version()  # the code this check runs, pinned before it starts
+    records.loaded_code_version()  # the code this check runs, pinned before it starts
     if os.environ.pop(precision.AMP_ENV, "").strip():
         progress.say(f"${precision.AMP_ENV} is ignored: the check runs each part in the precision it names")
     scale = dry_run_scale() if args.dry_run else full_scale()
@@ -406,7 +406,7 @@ def main(argv=None) -> int:
     if out is None and args.dry_run:  # never over the GPU's record
         out = Path(tempfile.gettempdir()) / "gpu_check_dry_run.json"
     gpu = gpu_identity()
-    progress.say(f"{'DRY RUN (tiny models) on ' if args.dry_run else ''}{results.hardware()}; budget "
+    progress.say(f"{'DRY RUN (tiny models) on ' if args.dry_run else ''}{machine.hardware()}; budget "
                  f"{args.budget:.0f} s")
     inputs, parts, notes, metrics = Inputs(scale), {}, [], dict.fromkeys(METRICS) | gpu
 
@@ -436,8 +436,8 @@ def main(argv=None) -> int:
     path = write(out, scale.profile.name, model_source=inputs.model_source, data_source=inputs.data_source, seed=0,
                  wall_time_s=progress.elapsed, amp=scale.rm.amp, metrics=metrics, config=settings(scale, args),
                  parts=parts, notes=notes, reinforce_against=against, part_precision={
-                     "reward_model": precision.describe(scale.rm.amp, models.device()),
-                     "reinforce": precision.describe(scale.reinforce.amp, models.device())})
+                     "reward_model": precision.describe(scale.rm.amp, machine.device()),
+                     "reinforce": precision.describe(scale.reinforce.amp, machine.device())})
     ok = all(status == "done" for status in parts.values())
     progress.say(f"{'PASSED' if ok else 'NOT PASSED'}: " + ", ".join(f"{k} {v}" for k, v in parts.items()))
     progress.say(f"record: {path}")

@@ -106,11 +106,6 @@ def masked_sum(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (values * mask).sum(-1)
 
 
-def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """(batch, len) values, (batch, len) 0/1 mask -> () mean over all masked positions."""
-    return (values * mask).sum() / mask.sum().clamp(min=1)
-
-
 def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
     """(batch, len, vocab) -> (batch, len) entropy of the unfiltered softmax, in nats."""
     logp = F.log_softmax(logits.float(), -1)

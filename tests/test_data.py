@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from alignlib import data
+from alignlib import config, data
 from alignlib.data import MalformedRow, PreferencePair
 
 
@@ -125,7 +125,6 @@ def test_split_is_deterministic_exact_and_keeps_prompts_on_one_side():
 
 
 def test_offline_data_has_373_validation_pairs():
-    from alignlib import config
 
     d = data.load_preference_data(config.get_profile("full").data, source="offline")
     assert len(d.validation) == 373
@@ -135,7 +134,6 @@ def test_offline_data_has_373_validation_pairs():
 
 def test_the_development_pairs_are_carved_from_train_before_the_cap():
     """cpu: 400 development pairs whose prompts appear in neither the training pairs nor validation."""
-    from alignlib import config
 
     cfg = config.get_profile("cpu").data
     d = data.load_preference_data(cfg, source="offline")
@@ -152,9 +150,10 @@ def test_chat_formatting(tokenizer):
     messages = [{"role": "user", "content": "Why is the sky blue?"}]
     prompt = data.policy_prompt_text(tokenizer, messages)
     assert prompt.endswith("<|im_start|>user\nWhy is the sky blue?<|im_end|>\n<|im_start|>assistant\n")
-    assert data.rm_text(tokenizer, messages, "Rayleigh.") == prompt + "Rayleigh.<|im_end|>\n"
     full = tokenizer.apply_chat_template(messages + [{"role": "assistant", "content": "Rayleigh."}], tokenize=False)
-    assert data.rm_text(tokenizer, messages, "Rayleigh.") == full
+    assert full == prompt + "Rayleigh." + data.response_suffix(tokenizer) == prompt + "Rayleigh.<|im_end|>\n"
+    ids, truncated = data.encode_prompt_response(tokenizer, messages, "Rayleigh.", 10**6)
+    assert tokenizer.decode(ids) == full and not truncated  # the reward model reads exactly the chat template
 
 
 def test_tokenizer_pads_with_eos_on_the_left(tokenizer):
@@ -167,7 +166,7 @@ def test_over_long_pairs_are_left_truncated_and_counted(tokenizer):
     pair = PreferencePair(long_prompt, "short reply", "a somewhat longer reply here", "test")
     enc = data.encode_pair(tokenizer, pair, max_length=64)
     assert enc.truncated
-    assert len(enc.chosen_ids) <= 64 and len(enc.rejected_ids) == 64  # the longer view fills the budget
+    assert len(enc.prompt + enc.chosen) <= 64 and len(enc.prompt + enc.rejected) == 64  # the longer view fills the budget
     full = data.encode_pair(tokenizer, pair, max_length=10**6)
     assert enc.rejected == full.rejected and enc.chosen == full.chosen  # replies kept whole
     assert enc.prompt == full.prompt[-len(enc.prompt):]  # the prompt lost its oldest tokens

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from alignlib import evaluate, stats
+from alignlib import config, evaluate, stats
 
 
 def test_bootstrap_ci_constant_and_deterministic():
@@ -175,7 +175,6 @@ class Bars:
 
 
 def test_generation_and_the_kl_pass_show_one_bar_counting_the_prompts(tiny_policy, tokenizer, monkeypatch):
-    from alignlib import config
 
     bars = Bars()
     monkeypatch.setattr(evaluate, "tqdm", bars)

@@ -7,14 +7,14 @@ import time
 import pytest
 import torch
 
-from alignlib import gpu_check, results
+from alignlib import gpu_check, records
 
 
 @pytest.fixture
 def no_results_here(tmp_path, monkeypatch):
     """The output root moved to a temporary folder: a dry run must write only where --out says."""
     root = tmp_path / "output_root"
-    monkeypatch.setenv(results.RESULTS_ENV, str(root))
+    monkeypatch.setenv(records.RESULTS_ENV, str(root))
     monkeypatch.delenv("ALIGNLIB_AMP", raising=False)  # the check drops it; the test's process keeps none
     yield
     assert not list(root.rglob("gpu_check.json"))
@@ -35,7 +35,7 @@ def test_the_dry_run_records_every_part(tmp_path, no_results_here):
     assert gpu_check.main(["--dry-run", "--out", str(out)]) == 0
     elapsed = time.perf_counter() - start
     record = json.loads(out.read_text())
-    for field in (*results.REQUIRED, "hardware", "code_version"):
+    for field in (*records.REQUIRED, "hardware", "code_version"):
         assert field in record
     assert record["name"] == "gpu_check" and record["config"]["dry_run"] is True and record["precision"] == "fp16"
     assert record["parts"] == {"unit_tests": "done", "reward_model": "done", "reinforce": "done"}
@@ -80,7 +80,7 @@ def test_parts_that_do_not_fit_the_budget_are_skipped_with_a_note(tmp_path, no_r
 
 def test_the_unit_test_selection_exists():
     for path in gpu_check.TEST_FILES:
-        assert (results.ROOT / path).exists(), path
+        assert (records.ROOT / path).exists(), path
 
 
 def test_junit_counts(tmp_path):

@@ -51,14 +51,21 @@ def test_the_math_imports_no_model_code():
     assert graph["packing"] <= {"data"}
 
 
-def test_no_function_is_longer_than_60_lines_except_the_two_loops():
+def test_no_function_is_longer_than_60_lines_and_no_loop_longer_than_100():
     long = []
-    for path in PACKAGE.glob("*.py"):
+    for path in [*PACKAGE.glob("*.py"), *(PACKAGE.parent / "report").glob("*.py"), *(PACKAGE.parent / "benchmarks").glob("*.py")]:
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name not in LOOPS:
-                if node.end_lineno - node.lineno + 1 > 60:
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                if node.end_lineno - node.lineno + 1 > (100 if node.name in LOOPS else 60):
                     long.append(f"{path.name}:{node.name} ({node.end_lineno - node.lineno + 1} lines)")
     assert not long, long
+
+
+def test_the_architecture_page_names_every_module():
+    """docs/architecture.md is the project's own design: it must keep up with the package."""
+    page = (PACKAGE.parent / "docs" / "architecture.md").read_text()
+    missing = sorted(path.stem for path in PACKAGE.glob("*.py") if f"`{path.stem}`" not in page)
+    assert not missing, f"docs/architecture.md does not name {missing}"
 
 
 def test_importing_the_package_changes_no_global_setting():
@@ -79,6 +86,27 @@ def test_figures_apply_the_house_style_only_while_drawing():
     fig = plots.paired_rewards([0.0, 1.0, 2.0], [0.5, 1.5, 1.0])
     assert fig.dpi == plots.STYLE["figure.dpi"]
     assert dict(matplotlib.rcParams) == before
+
+
+def test_a_figure_keeps_the_interactive_mode_its_drawing_switched_on():
+    """Jupyter's inline backend switches interactive mode on with a notebook's first figure: a style context that
+    restored it would hide every later figure."""
+    import matplotlib.pyplot as plt
+
+    from alignlib import plots
+
+    @plots.styled
+    def first_figure():
+        plt.ion()  # what the inline backend does
+        return plt.figure()
+
+    was = plt.isinteractive()
+    try:
+        plt.ioff()
+        plt.close(first_figure())
+        assert plt.isinteractive()
+    finally:
+        plt.interactive(was)
 
 
 def test_every_notebook_is_valid_nbformat_with_cell_ids():
@@ -117,16 +145,11 @@ def test_committed_notebook_outputs_show_no_build_machine_path_and_no_library_wa
 
 
 def test_every_figure_of_a_committed_notebook_is_shown():
-    """alignlib.plots draws inside a style context that, around a notebook's first figure, switches off the
-    interactive mode the inline backend turns on, and every later figure stayed hidden. `%matplotlib inline`
-    before any figure keeps it on: each notebook says so first, and each cell that draws shows its figure
-    (in the committed cpu notebooks every branch that draws runs)."""
+    """Each cell that draws shows its figure (in the committed cpu notebooks every branch that draws runs)."""
     hidden = []
     for notebook in NOTEBOOKS:
         cells = [c for c in json.loads(notebook.read_text())["cells"] if c["cell_type"] == "code"]
         sources = ["".join(c["source"]) for c in cells]
-        first_import = next(i for i, src in enumerate(sources) if "from alignlib import" in src)
-        assert sources[first_import].startswith("%matplotlib inline"), notebook.name
         for i, (cell, src) in enumerate(zip(cells, sources)):
             draws = len(re.findall(r"\bplots\.(?!smooth\b)\w+\(", src))
             shown = sum("image/png" in out.get("data", {}) for out in cell.get("outputs", []))

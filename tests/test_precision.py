@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from alignlib import checkpoint, config, precision, reinforce_loop, results, reward_model_loop
+from alignlib import checkpoint, config, machine, precision, records, reinforce_loop, reward_model_loop
 from test_reinforce import PROMPTS, toy_reward
 from test_reward import toy_pairs
 
@@ -75,12 +75,11 @@ def test_auto_on_an_ampere_or_newer_gpu_takes_bf16(monkeypatch, name, capability
 def test_measuring_the_hardware_leaves_the_global_random_state_alone():
     """The `auto` probe runs inside the first run of a process: drawing its matrices from the global
     generator would give that run other dropout masks than the same run alone (or resumed) elsewhere."""
-    from alignlib import results
 
     precision.cpu_matmul_gflops.cache_clear()
     torch.manual_seed(0)
     precision.cpu_matmul_gflops()
-    results.matmul_gflops(n=64, repeats=1)
+    machine.matmul_gflops(n=64, repeats=1)
     after = torch.rand(3)
     torch.manual_seed(0)
     assert torch.equal(after, torch.rand(3))
@@ -105,8 +104,8 @@ def test_autocast_runs_every_precision_on_cpu():
 
 
 def test_record_states_the_precision_and_why(tmp_path, monkeypatch):
-    monkeypatch.setattr(results, "results_dir", lambda profile: tmp_path)
-    path = results.write_record("run", "smoke", model_source="tiny", data_source="test", seed=0, wall_time_s=1.0,
+    monkeypatch.setattr(records, "results_dir", lambda profile: tmp_path)
+    path = records.write_record("run", "smoke", model_source="tiny", data_source="test", seed=0, wall_time_s=1.0,
                                 config={}, metrics={"grad_norms": [1.0, None]}, amp="fp16")
     record = json.loads(path.read_text())
     assert (record["device"], record["precision"], record["precision_requested"]) == ("cpu", "fp16", "fp16")
@@ -172,8 +171,8 @@ def test_fp16_rm_training_skips_overflowing_steps_and_goes_on(tiny_rm, tokenizer
     assert np.mean(hist["train/loss"][-3:]) < np.mean(hist["train/loss"][natural:natural + 3])
     state = torch.load(checkpoint.latest(tmp_path / "ckpt") / "state.pt", weights_only=False)
     assert state["extra"]["scaler"]["scale"] == scales[-1]
-    monkeypatch.setattr(results, "results_dir", lambda profile: tmp_path)
-    results.write_record("rm_prob", "smoke", model_source="tiny", data_source="test", seed=0, wall_time_s=1.0,
+    monkeypatch.setattr(records, "results_dir", lambda profile: tmp_path)
+    records.write_record("rm_prob", "smoke", model_source="tiny", data_source="test", seed=0, wall_time_s=1.0,
                          config={}, metrics={"skipped_steps": precision.skipped_steps(norms)}, amp=cfg.amp, curve=hist)
     assert json.loads((tmp_path / "rm_prob.json").read_text())["curve"]["optim/grad_norm"][injected] is None
 

@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from alignlib import config, runs
+from alignlib import config, prompts, records, runs
 from alignlib.data import PreferencePair
 
 
@@ -15,14 +15,14 @@ def pair(text):
 
 def test_unique_prompts_drop_repeats_and_count_the_prompts_over_the_budget(tokenizer):
     pairs = [pair("Hi"), pair("Hi"), pair("long " * 300), pair("Bye")]
-    prompts, skipped = runs.unique_prompts(pairs, tokenizer, max_prompt_tokens=64)
-    assert [p[-1]["content"] for p in prompts] == ["Hi", "Bye"] and skipped == 1
+    kept, skipped = prompts.unique_prompts(pairs, tokenizer, max_prompt_tokens=64)
+    assert [p[-1]["content"] for p in kept] == ["Hi", "Bye"] and skipped == 1
 
 
 def test_evaluation_prompts_start_with_the_sky_and_hold_eval_prompts(tokenizer):
     cfg = config.with_overrides(config.get_profile("smoke").reinforce, eval_prompts=3)
-    prompts = runs.evaluation_prompts([pair("a"), pair("b"), pair("c"), pair("a")], tokenizer, cfg)
-    assert prompts[0] == runs.SKY and [p[-1]["content"] for p in prompts[1:]] == ["a", "b"]
+    chosen = prompts.evaluation_prompts([pair("a"), pair("b"), pair("c"), pair("a")], tokenizer, cfg)
+    assert chosen[0] == prompts.SKY and [p[-1]["content"] for p in chosen[1:]] == ["a", "b"]
 
 
 def test_trained_on_reads_the_reward_model_from_the_record():
@@ -33,22 +33,25 @@ def test_trained_on_reads_the_reward_model_from_the_record():
 
 
 def test_a_profile_takes_its_own_reward_model_before_the_published_cpu_one(tmp_path, monkeypatch):
-    from alignlib import results
+    from alignlib import records
 
-    monkeypatch.setattr(results, "ROOT", tmp_path)
+    monkeypatch.setattr(records, "ROOT", tmp_path)
 
     def adapter(path):
         (tmp_path / path).mkdir(parents=True)
         (tmp_path / path / "adapter_config.json").write_text("{}")
         return tmp_path / path
 
+    with pytest.raises(FileNotFoundError, match="notebook 02_scalar_reward_model"):
+        records.find_adapter("full", "rm_scalar")  # none anywhere: which notebook trains it
     cpu = adapter("results/cpu/adapters/rm_scalar")
-    assert runs.rm_adapter_dir("full") == cpu  # nothing of its own: the published cpu model
+    assert records.find_adapter("full", "rm_scalar") == cpu  # nothing of its own: the published cpu model
     published = adapter("results/full/adapters/rm_scalar")
-    assert runs.rm_adapter_dir("full") == published  # the full profile's own, trained on a GPU
-    assert runs.rm_adapter_dir("full", "rm_prob") == tmp_path / "results/cpu/adapters/rm_prob"
+    assert records.find_adapter("full", "rm_scalar") == published  # the full profile's own, trained on a GPU
     local = adapter("checkpoints/full/rm_scalar")
-    assert runs.rm_adapter_dir("full") == local  # trained on this machine
+    assert records.find_adapter("full", "rm_scalar") == local  # trained on this machine
+    recorded = adapter("checkpoints/full/seeds/rm_scalar")
+    assert records.find_adapter("full", "checkpoints/full/seeds/rm_scalar") == recorded  # the folder a record names
 
 
 def test_pairs_seen_counts_every_epoch_unless_max_steps_stopped_the_run():
@@ -58,36 +61,15 @@ def test_pairs_seen_counts_every_epoch_unless_max_steps_stopped_the_run():
     assert runs.pairs_seen({"step": list(range(1, 6))}, 400, cfg, processes=2) == 80
 
 
-def test_a_resumed_records_training_time_and_rates_are_recomputed_from_every_step():
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "report"))
-    import migrate_train_time
-
-    rm = {"epochs": 2, "batch_size": 2, "grad_accum": 1}
-    curve = {"step": [1, 2, 3, 4], "time/step": [10.0, 10.0, 20.0, 20.0], "train/tokens": [100, 100, 100, 100]}
-    # resumed after step 2: the process's timer saw only the last 40 s, and one epoch's 4 pairs were counted
-    metrics = {"train_wall_time_s": 40.0, "train_tokens_per_s": 10.0, "train_pairs_per_s": 0.1, "train_pairs": 4,
-               "train_model_gflops": 2.0, "matmul_fraction": 0.2}
-    record = {"wall_time_s": 100.0, "config": {"rm": rm}, "curve": curve, "metrics": metrics}
-    new = migrate_train_time.recomputed(record)
-    assert new["metrics"]["train_wall_time_s"] == 60.0 and new["wall_time_s"] == 120.0
-    assert new["metrics"]["train_tokens_per_s"] == pytest.approx(400 / 60)
-    assert new["metrics"]["train_pairs_per_s"] == pytest.approx(8 / 60)  # 2 epochs of 4 pairs
-    assert new["metrics"]["train_model_gflops"] == pytest.approx(2.0 * (400 / 60) / 10.0)
-    assert migrate_train_time.recomputed(new) is None  # idempotent
-    assert migrate_train_time.recomputed({**record, "curve": {"step": [1]}}) is None  # no time/step: left alone
-
-
 def test_the_reload_check_passes_a_faithful_copy_and_stops_on_a_different_model(tiny_rm, tokenizer, tmp_path, monkeypatch):
     import copy
 
     import torch
 
-    from alignlib import models, results
+    from alignlib import models, records
     from test_reward import toy_pairs
 
-    monkeypatch.setattr(results, "ROOT", tmp_path)
+    monkeypatch.setattr(records, "ROOT", tmp_path)
     smoke = config.get_profile("smoke")
     model = tiny_rm(seed=3)
     with torch.no_grad():
@@ -110,12 +92,12 @@ def test_the_reload_check_passes_a_faithful_copy_and_stops_on_a_different_model(
 # ------------------------------------------------------------------- reusing finished runs ($ALIGNLIB_REUSE_RUNS)
 
 def reuse_setup(tmp_path, monkeypatch, version="abc123"):
-    from alignlib import results
+    from alignlib import records
 
-    monkeypatch.setattr(results, "ROOT", tmp_path)
-    monkeypatch.setattr(results, "loaded_code_version", lambda: version)
+    monkeypatch.setattr(records, "ROOT", tmp_path)
+    monkeypatch.setattr(records, "loaded_code_version", lambda: version)
     monkeypatch.delenv("ALIGNLIB_AMP", raising=False)
-    monkeypatch.setenv(runs.REUSE_ENV, "1")
+    monkeypatch.setenv(records.REUSE_ENV, "1")
 
 
 def write_fake(tmp_path, name, settings, **fields):
@@ -133,15 +115,16 @@ def test_a_record_is_reused_only_when_asked_and_made_by_this_code_with_these_set
     reuse_setup(tmp_path, monkeypatch)
     settings = {"rm": {"lr": 1e-4, "modules": ("q_proj", "v_proj")}}
     write_fake(tmp_path, "rm_x", settings)
-    assert runs.reusable_record("rm_x", "smoke", settings, "none")["code_version"] == "abc123"  # tuples as lists
-    assert runs.reusable_record("rm_y", "smoke", settings, "none") is None  # no record
-    assert runs.reusable_record("rm_x", "smoke", {"rm": {"lr": 2e-4, "modules": ["q_proj", "v_proj"]}}, "none") is None
-    assert runs.reusable_record("rm_x", "smoke", settings, "bf16") is None  # this machine would compute in bf16
-    monkeypatch.setenv(runs.REUSE_ENV, "")
-    assert runs.reusable_record("rm_x", "smoke", settings, "none") is None  # not asked: every run trains
+    assert records.reusable("rm_x", "smoke", settings, "none")["code_version"] == "abc123"  # tuples as lists
+    assert records.reusable("rm_y", "smoke", settings, "none") is None  # no record
+    assert records.reusable("rm_x", "smoke", {"rm": {"lr": 2e-4, "modules": ["q_proj", "v_proj"]}}, "none") is None
+    assert records.reusable("rm_x", "smoke", settings, "bf16") is None  # this machine would compute in bf16
+    monkeypatch.setenv(records.REUSE_ENV, "")
+    assert records.reusable("rm_x", "smoke", settings, "none") is None  # not asked: every run trains
+    assert records.reusable("rm_x", "smoke", settings, "none", always=True) is not None  # a study always asks
     for version in ("def456", "abc123+dirty", "unknown"):  # other or uncommitted code
         reuse_setup(tmp_path, monkeypatch, version)
-        assert runs.reusable_record("rm_x", "smoke", settings, "none") is None
+        assert records.reusable("rm_x", "smoke", settings, "none") is None
 
 
 def test_a_reused_reward_model_is_loaded_and_checked_not_trained(tiny_rm, tokenizer, tmp_path, monkeypatch):
@@ -186,13 +169,19 @@ def test_a_reused_reinforce_run_returns_its_record_without_training(tmp_path, mo
     weights.parent.mkdir(parents=True)
     weights.write_bytes(b"the reward model it was trained against")
     write_fake(tmp_path, "reinforce_x", {"reinforce": asdict(cfg), "reward_model": setup.reward_model, "mode": "a"},
-               reward_model_sha256=runs.adapter_digest(setup.reward_model))
+               reward_model_sha256=records.adapter_digest(setup.reward_model))
     monkeypatch.setattr(reinforce_loop, "train_reinforce", lambda *a, **k: pytest.fail("trained again"))
     assert runs.reinforce_run("reinforce_x", smoke, cfg, setup, extra_config={"mode": "a"})["name"] == "reinforce_x"
     monkeypatch.setattr(reinforce_loop, "train_reinforce", lambda *a, **k: (_ for _ in ()).throw(KeyError("trains")))
     monkeypatch.setattr(runs.models, "load_policy", lambda: None)
     with pytest.raises(KeyError, match="trains"):  # other settings: trained
         runs.reinforce_run("reinforce_x", smoke, cfg, setup, extra_config={"mode": "b"})
+    moved = runs.ReinforceSetup(None, None, [], 0, [], {}, "checkpoints/smoke/rm_x", "toy")  # e.g. a fresh clone's
+    (tmp_path / moved.reward_model).mkdir(parents=True)
+    (tmp_path / moved.reward_model / "adapter_model.safetensors").write_bytes(weights.read_bytes())
+    monkeypatch.setattr(reinforce_loop, "train_reinforce", lambda *a, **k: pytest.fail("trained again"))
+    assert runs.reinforce_run("reinforce_x", smoke, cfg, moved, extra_config={"mode": "a"})["name"] == "reinforce_x"
+    monkeypatch.setattr(reinforce_loop, "train_reinforce", lambda *a, **k: (_ for _ in ()).throw(KeyError("trains")))
     weights.write_bytes(b"a reward model trained again since")  # same folder, other weights: trained
     with pytest.raises(KeyError, match="trains"):
         runs.reinforce_run("reinforce_x", smoke, cfg, setup, extra_config={"mode": "a"})

@@ -6,7 +6,18 @@ import json
 import pytest
 import torch
 
-from alignlib import config, models, reinforce_loop, results, runs, studies
+from alignlib import config, evaluate, models, precision, records, reinforce_loop, runs, scoring, studies, summaries, tables
+
+
+def made_by_this_code(record: dict, amp: str) -> dict:
+    """The fields by which `records.reusable` knows a run this code made here (with `this_code` patched in)."""
+    return record | {"code_version": "abc", "precision": precision.resolve(amp, "cpu").amp, "created": "2026-12-01"}
+
+
+@pytest.fixture
+def this_code(monkeypatch):
+    monkeypatch.setattr(records, "loaded_code_version", lambda: "abc")
+    monkeypatch.delenv(precision.AMP_ENV, raising=False)
 
 
 def fake_record(root, name, settings, margins, accuracy):
@@ -14,7 +25,8 @@ def fake_record(root, name, settings, margins, accuracy):
     path.parent.mkdir(parents=True, exist_ok=True)
     metrics = {"train_pairs": settings["data"]["max_train_pairs"], "val_accuracy": accuracy,
                "val_accuracy_ci95": [accuracy - 0.1, accuracy + 0.1], "val_loss": 0.6, "train_wall_time_s": 600.0, "n_pairs": len(margins)}
-    path.write_text(json.dumps({"config": settings, "metrics": metrics, "margins": margins, "peak_memory_mb": 2048.0}))
+    record = {"config": settings, "metrics": metrics, "margins": margins, "peak_memory_mb": 2048.0}
+    path.write_text(json.dumps(made_by_this_code(record, settings["rm"]["amp"])))
 
 
 def settings_of(run):
@@ -25,9 +37,9 @@ def settings_of(run):
 def test_the_ablation_tunes_on_development_pairs_and_changes_one_thing_per_variant():
     cpu = config.get_profile("cpu")
     by_name = {name: (profile, cfg) for name, profile, cfg, _ in studies.rm_ablation_runs(cpu)}
-    assert list(by_name) == [f"rm_dev/{v}" for v in studies.RM_ABLATION]
+    assert list(by_name) == [f"rm_dev/{v}" for v in config.RM_ABLATION]
     base_profile, base = by_name["rm_dev/baseline"]
-    assert base == config.with_overrides(cpu.rm_scalar, **studies.RM_ABLATION_BASE) and base_profile == cpu
+    assert base == config.with_overrides(cpu.rm_scalar, **config.RM_ABLATION_BASE) and base_profile == cpu
     # setting a chosen variant in the profile leaves every variant's settings, and so their records, as they were
     tuned = dataclasses.replace(cpu, rm_scalar=by_name["rm_dev/all_linear"][1])
     def settings(profile):
@@ -35,20 +47,20 @@ def test_the_ablation_tunes_on_development_pairs_and_changes_one_thing_per_varia
 
     assert settings(tuned) == settings(cpu)
     assert by_name["rm_dev/more_pairs"][0].data.max_train_pairs == 2 * cpu.data.max_train_pairs
-    assert by_name["rm_dev/all_linear"][1] == config.with_overrides(cpu.rm_scalar, lora_target_modules=studies.ALL_LINEAR)
+    assert by_name["rm_dev/all_linear"][1] == config.with_overrides(cpu.rm_scalar, lora_target_modules=config.ALL_LINEAR)
     with pytest.raises(ValueError, match="no development pairs"):
         studies.rm_ablation_runs(config.get_profile("full"))
     with pytest.raises(ValueError, match="unknown ablation variant"):
         studies.rm_ablation_runs(cpu, ["bigger"])
 
 
-def test_a_variant_with_a_record_of_the_same_settings_is_skipped(tmp_path, monkeypatch):
+def test_a_variant_this_code_recorded_with_the_same_settings_is_skipped(tmp_path, monkeypatch, this_code):
     cpu = config.get_profile("cpu")
     baseline, two_epochs = studies.rm_ablation_runs(cpu, ["baseline", "two_epochs"])
     fake_record(tmp_path, "rm_dev/baseline", settings_of(baseline), [1.0], 1.0)
     stale = settings_of(two_epochs) | {"rm": {**settings_of(two_epochs)["rm"], "lr": 1.0}}
     fake_record(tmp_path, "rm_dev/two_epochs", stale, [1.0], 1.0)  # other settings: run again
-    monkeypatch.setattr(results, "ROOT", tmp_path)
+    monkeypatch.setattr(records, "ROOT", tmp_path)
     trained = []
     monkeypatch.setattr(runs, "reward_model_run", lambda name, profile, cfg, tok, prefs, **kw: trained.append(
         (name, len(prefs.train), len(prefs.validation), kw["extra_config"]["evaluated_on"])))
@@ -61,14 +73,14 @@ def test_the_ablation_table_pairs_each_variant_with_the_baseline(tmp_path, monke
     baseline, all_linear = studies.rm_ablation_runs(cpu, ["baseline", "all_linear"])
     fake_record(tmp_path, "rm_dev/baseline", settings_of(baseline), [1.0, -1.0, -1.0, 1.0], 0.5)
     fake_record(tmp_path, "rm_dev/all_linear", settings_of(all_linear), [1.0, 1.0, 2.0, -0.5], 0.75)
-    monkeypatch.setattr(results, "ROOT", tmp_path)
-    table = studies.rm_ablation_table("cpu").set_index("variant")
+    monkeypatch.setattr(records, "ROOT", tmp_path)
+    table = tables.rm_ablation_table(summaries.rm_ablation_records("cpu")).set_index("variant")
     assert list(table.index) == ["baseline", "all_linear"]
     assert table.loc["baseline", "vs baseline"] == 0.0
     assert table.loc["all_linear", "vs baseline"] == pytest.approx(0.25)  # right on 3 of 4 against 2 of 4
     assert table.loc["all_linear", "LoRA on"].startswith("q_proj, k_proj") and table.loc["baseline", "train min"] == 10
     assert table.loc["all_linear", "dev pairs"] == 4 and table.loc["all_linear", "peak memory GB"] == 2.0
-    summary = studies.write_rm_ablation_summary("cpu")  # what the report and notebook 02 read
+    summary = summaries.write_rm_ablation_summary("cpu")  # what the report and notebook 02 read
     assert json.loads((tmp_path / "results" / "cpu" / "rm_ablation.json").read_text()) == summary
     assert [v["variant"] for v in summary["variants"]] == ["baseline", "all_linear"]
     assert summary["variants"][1]["vs baseline"] == pytest.approx(0.25)
@@ -81,20 +93,20 @@ def row(variant, accuracy, lead_ci):
 
 def test_the_ablation_chooses_a_variant_only_for_a_lead_outside_the_noise():
     base = row("baseline", 0.60, [0.0, 0.0])
-    assert studies.choose_rm_variant([base, row("all_linear", 0.63, [-0.01, 0.07])]) == "baseline"
-    assert studies.choose_rm_variant([base, row("all_linear", 0.63, [0.01, 0.07]),
+    assert summaries.choose_rm_variant([base, row("all_linear", 0.63, [-0.01, 0.07])]) == "baseline"
+    assert summaries.choose_rm_variant([base, row("all_linear", 0.63, [0.01, 0.07]),
                                       row("two_epochs", 0.65, [0.02, 0.09]), row("more_pairs", 0.70, [-0.01, 0.2])]) \
         == "two_epochs"  # the best of the leads outside the noise, not the highest point estimate
 
 
 def test_the_cpu_profile_trains_the_variant_its_ablation_chose():
-    summary = studies.read_summary("rm_ablation", "cpu")
+    summary = records.read_summary("rm_ablation", "cpu")
     if summary is None or summary.get("chosen") is None:
         pytest.skip("the ablation has not finished at the cpu profile (make rm-ablation)")
     cpu = config.get_profile("cpu")
-    changes, factor = studies.RM_ABLATION[summary["chosen"]]
-    expected = {**studies.RM_ABLATION_BASE, **changes}
-    assert results.same_settings({key: getattr(cpu.rm_scalar, key) for key in expected}, expected)
+    changes, factor = config.RM_ABLATION[summary["chosen"]]
+    expected = {**config.RM_ABLATION_BASE, **changes}
+    assert records.same_settings({key: getattr(cpu.rm_scalar, key) for key in expected}, expected)
     chosen = next(v for v in summary["variants"] if v["variant"] == summary["chosen"])
     assert cpu.data.max_train_pairs == chosen["train pairs"]
 
@@ -102,7 +114,7 @@ def test_the_cpu_profile_trains_the_variant_its_ablation_chose():
 # ------------------------------------------------------------------------------------------ seeds
 
 def base_record(root, name, cfg, reward_model="results/cpu/adapters/rm_scalar", mode=None, metrics=None, folder=""):
-    record = {k: None for k in results.REQUIRED} | {"code_version": "abc"}
+    record = {k: None for k in records.REQUIRED} | {"code_version": "abc"}
     record["config"] = {"reinforce": config.dataclasses.asdict(cfg), "reward_model": reward_model,
                         **({"reward_mode": mode} if mode else {})}
     record["metrics"] = metrics or {}
@@ -116,7 +128,7 @@ def test_each_repeat_takes_its_settings_from_the_notebooks_record_and_changes_on
     rloo = config.with_overrides(cpu, baseline="rloo", samples_per_prompt=2, prompts_per_iter=4)
     base_record(tmp_path, "reinforce_rloo", rloo)
     base_record(tmp_path, "reinforce_prob_sampled", cpu, "results/cpu/adapters/rm_prob", "sampled")
-    monkeypatch.setattr(results, "ROOT", tmp_path)
+    monkeypatch.setattr(records, "ROOT", tmp_path)
     plan = studies.seed_runs("cpu", ["reinforce_rloo", "reinforce_prob_sampled"])
     assert [name for name, _, _ in plan] == ["seeds/reinforce_rloo_seed1", "seeds/reinforce_rloo_seed2",
                                              "seeds/reinforce_prob_sampled_seed1", "seeds/reinforce_prob_sampled_seed2"]
@@ -128,16 +140,22 @@ def test_each_repeat_takes_its_settings_from_the_notebooks_record_and_changes_on
         studies.seed_runs("cpu", ["reinforce_ema"])
 
 
-def test_repeats_already_recorded_with_the_same_settings_are_not_trained_again(tmp_path, monkeypatch):
+def test_repeats_already_recorded_with_the_same_settings_are_not_trained_again(tmp_path, monkeypatch, this_code):
     cpu = config.get_profile("cpu")
     base_record(tmp_path, "reinforce_ema", cpu.reinforce)
-    monkeypatch.setattr(results, "ROOT", tmp_path)
+    adapter = tmp_path / "results" / "cpu" / "adapters" / "rm_scalar"
+    adapter.mkdir(parents=True)
+    (adapter / "adapter_config.json").write_text("{}")
+    (adapter / "adapter_model.safetensors").write_bytes(b"the reward model")
+    monkeypatch.setattr(records, "ROOT", tmp_path)
     for name, cfg, extra in studies.seed_runs("cpu", ["reinforce_ema"]):
         path = tmp_path / "results" / "cpu" / f"{name}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"config": {"reinforce": config.dataclasses.asdict(cfg), **extra}}))
+        record = {"config": {"reinforce": config.dataclasses.asdict(cfg), **extra},
+                  "reward_model_sha256": records.adapter_digest(adapter)}
+        path.write_text(json.dumps(made_by_this_code(record, cfg.amp)))
     monkeypatch.setattr(runs, "reinforce_run", lambda *a, **k: pytest.fail("trained a repeat that was done"))
-    monkeypatch.setattr(studies, "recorded_adapter", lambda *a: pytest.fail("loaded a reward model for nothing"))
+    monkeypatch.setattr(scoring, "load_scorer", lambda *a, **k: pytest.fail("loaded a reward model for nothing"))
     studies.reinforce_seeds(cpu, ["reinforce_ema"])
 
 
@@ -146,22 +164,17 @@ def test_the_seeds_summary_gives_across_seed_intervals_and_lists_what_is_missing
     gains = {"reinforce_ema": [0.2, 0.4, 0.3], "reinforce_ema_kl": [-0.1, 0.0, 0.05]}
     for run, run_gains in gains.items():
         for seed, gain in enumerate(run_gains):
-            metrics = {m: 1.0 for m in studies.SEED_METRICS} | {"reward_delta_mean": gain, "reward_delta_ci95": [0, 1]}
+            metrics = {m: 1.0 for m in summaries.SEED_METRICS} | {"reward_delta_mean": gain, "reward_delta_ci95": [0, 1]}
             name, folder = (run, "") if seed == 0 else (f"{run}_seed{seed}", "seeds")
             base_record(tmp_path, name, config.with_overrides(cpu, seed=seed), metrics=metrics, folder=folder)
     base_record(tmp_path, "reinforce_rloo", cpu, metrics={})
-    monkeypatch.setattr(results, "ROOT", tmp_path)
-    out = studies.seeds_summary("cpu", ["reinforce_ema", "reinforce_rloo", "reinforce_ema_kl"])
+    monkeypatch.setattr(records, "ROOT", tmp_path)
+    out = summaries.seeds_summary("cpu", ["reinforce_ema", "reinforce_rloo", "reinforce_ema_kl"])
     ema = out["configs"]["reinforce_ema"]
     assert ema["per_seed"]["reward_delta_mean"] == gains["reinforce_ema"]
     assert ema["across_seeds"]["reward_delta_mean"]["mean"] == pytest.approx(0.3)
     assert ema["across_seeds"]["reward_delta_mean"]["ci95"] == pytest.approx([0.0516, 0.5484], abs=1e-4)
     assert ema["code_versions"] == ["abc"]
-    # DESIGN.md's flat keys, per configuration that has all its seeds
-    assert out["ema/n_seeds"] == 3 and out["ema/reward_delta_mean"] == pytest.approx(0.3)
-    assert out["ema/reward_delta_seed_sd"] == pytest.approx(0.1)
-    assert out["ema/reward_delta_seed_ci95"] == pytest.approx([0.0516, 0.5484], abs=1e-4)
-    assert out["ema_kl/win_rate_mean"] == 1.0 and "rloo/n_seeds" not in out
     assert out["incomplete"] == {"reinforce_rloo": {"missing_seeds": [1, 2]}}
     # rankings only between complete configurations: EMA + KL against EMA, not RLOO against EMA
     ranked = {(r["a"], r["b"], r["metric"]): r for r in out["rankings"]}
@@ -182,21 +195,20 @@ def test_the_two_halves_share_no_prompt():
     assert not {p.prompt_key for p in proxy} & {p.prompt_key for p in judge}
 
 
-def test_the_overoptimisation_run_is_judged_every_part_and_resumes_its_points(tokenizer, tmp_path, monkeypatch):
+def test_the_overoptimisation_run_is_judged_every_part_and_resumes_its_points(tokenizer, tmp_path, monkeypatch, this_code):
     """Tiny policies, toy proxy and judge: a point at iterations 0, 1 and 2; at 0 the policy is SFT
     (no gain, no KL); a run whose last point was lost re-trains nothing before it and recomputes only it."""
     from test_loops import PROMPTS, smoke_rl
     from test_reinforce import toy_reward
     from transformers import LlamaForCausalLM
 
-    from alignlib import evaluate
     from conftest import tiny_config
 
     def tiny_sft():
         torch.manual_seed(0)
         return LlamaForCausalLM(tiny_config(tokenizer)).eval()
 
-    monkeypatch.setattr(results, "ROOT", tmp_path)
+    monkeypatch.setattr(records, "ROOT", tmp_path)
     monkeypatch.setattr(models, "load_policy", tiny_sft)
     cfg = smoke_rl(iterations=2, eval_batch_size=2)
     sft = evaluate.generate_for_eval(tiny_sft(), tokenizer, PROMPTS[:2], cfg)

@@ -5,28 +5,28 @@ import re
 import pytest
 import torch
 
-from alignlib import results
+from alignlib import records, runs
 
 
 @pytest.fixture
 def records_in(tmp_path, monkeypatch):
     monkeypatch.delenv("ALIGNLIB_AMP", raising=False)
-    monkeypatch.setattr(results, "results_dir", lambda profile: tmp_path)
+    monkeypatch.setattr(records, "results_dir", lambda profile: tmp_path)
     return tmp_path
 
 
 def write(name, metrics):
-    return results.write_record(name, "smoke", model_source="tiny", data_source="test", seed=0, wall_time_s=1.23,
+    return records.write_record(name, "smoke", model_source="tiny", data_source="test", seed=0, wall_time_s=1.23,
                                 config={"lr": 1e-3}, metrics=metrics, amp="none")
 
 
 def test_record_carries_the_common_fields_and_the_code_version(records_in):
     path = write("run", {"accuracy": 0.5})
     record = json.loads(path.read_text())
-    assert set(results.REQUIRED) <= set(record)
+    assert set(records.REQUIRED) <= set(record)
     assert record["metrics"] == {"accuracy": 0.5} and record["wall_time_s"] == 1.2
     # a 12-digit commit (maybe marked dirty) in a git checkout; "unknown" in a copy without .git (a zip download)
-    in_git = (results.ROOT / ".git").exists()
+    in_git = (records.ROOT / ".git").exists()
     assert re.fullmatch(r"[0-9a-f]{12}(\+dirty)?" if in_git else "unknown", record["code_version"])
     assert record["device"] == ("cuda" if torch.cuda.is_available() else "cpu") and record["precision"] == "none"
 
@@ -38,11 +38,11 @@ def test_record_with_a_non_finite_number_is_refused(records_in):
 
 
 def test_code_version_outside_a_git_checkout_is_unknown_unless_the_copy_says_which_commit_it_is(tmp_path, monkeypatch):
-    monkeypatch.setattr(results, "ROOT", tmp_path)
-    monkeypatch.delenv(results.CODE_VERSION_ENV, raising=False)
-    assert results.code_version() == "unknown"
-    monkeypatch.setenv(results.CODE_VERSION_ENV, "79a34b6a67d1")  # e.g. the files sent to a GPU machine
-    assert results.code_version() == "79a34b6a67d1"
+    monkeypatch.setattr(records, "ROOT", tmp_path)
+    monkeypatch.delenv(records.CODE_VERSION_ENV, raising=False)
+    assert records.code_version() == "unknown"
+    monkeypatch.setenv(records.CODE_VERSION_ENV, "79a34b6a67d1")  # e.g. the files sent to a GPU machine
+    assert records.code_version() == "79a34b6a67d1"
 
 
 def test_code_version_is_the_last_commit_that_changed_the_code(tmp_path, monkeypatch):
@@ -60,18 +60,18 @@ def test_code_version_is_the_last_commit_that_changed_the_code(tmp_path, monkeyp
     code_commit = git("rev-parse", "HEAD")
     (tmp_path / "notes.md").write_text("results\n")
     git("add", "."), git("commit", "-qm", "results only")
-    monkeypatch.setattr(results, "ROOT", tmp_path)
-    assert results.code_version() == code_commit[:12] != git("rev-parse", "HEAD")[:12]
+    monkeypatch.setattr(records, "ROOT", tmp_path)
+    assert records.code_version() == code_commit[:12] != git("rev-parse", "HEAD")[:12]
     (tmp_path / "alignlib" / "loop.py").write_text("x = 2\n")
-    assert results.code_version() == code_commit[:12] + "+dirty"
+    assert records.code_version() == code_commit[:12] + "+dirty"
 
 
 def test_a_record_carries_the_code_its_process_loaded_not_the_checkout_at_the_end(tmp_path, monkeypatch):
     """A run that outlives a commit (hours on a CPU) records the version of the code it started with."""
     versions = iter(["aaaaaaaaaaaa", "bbbbbbbbbbbb"])
-    monkeypatch.setattr(results, "code_version", lambda: next(versions))
-    monkeypatch.setattr(results, "_LOADED", {})
-    monkeypatch.setattr(results, "results_dir", lambda profile: tmp_path)
-    results.seed_everything(0)  # the run starts: "aaa..." is the checkout's code now
+    monkeypatch.setattr(records, "code_version", lambda: next(versions))
+    monkeypatch.setattr(records, "_LOADED", {})
+    monkeypatch.setattr(records, "results_dir", lambda profile: tmp_path)
+    runs.start(0)  # the run starts: "aaa..." is the checkout's code now
     path = write("long_run", {"accuracy": 0.5})  # the checkout has moved on to "bbb..." meanwhile
     assert json.loads(path.read_text())["code_version"] == "aaaaaaaaaaaa"

@@ -2,28 +2,28 @@
 
 import pytest
 
-from alignlib import config, train
+from alignlib import cli, config
 
 
 def test_reinforce_variants_are_the_notebooks_configs():
     profile = config.get_profile("cpu")
-    name, cfg = train.reinforce_config(profile, train.parse(["reinforce"]))
+    name, cfg = cli.reinforce_config(profile, cli.parse(["reinforce"]))
     assert name == "reinforce_ema" and cfg == profile.reinforce
-    name, cfg = train.reinforce_config(profile, train.parse(["reinforce", "--baseline", "rloo"]))
+    name, cfg = cli.reinforce_config(profile, cli.parse(["reinforce", "--baseline", "rloo"]))
     # notebook 03's RLOO: 2 replies per prompt, half the prompts, the same number of replies per iteration
     assert name == "reinforce_rloo" and cfg.samples_per_prompt == 2
     assert cfg.prompts_per_iter * 2 == profile.reinforce.prompts_per_iter
-    name, cfg = train.reinforce_config(profile, train.parse(["reinforce", "--kl-beta", "0.05", "--name", "x"]))
+    name, cfg = cli.reinforce_config(profile, cli.parse(["reinforce", "--kl-beta", "0.05", "--name", "x"]))
     assert name == "x" and cfg.kl_beta == 0.05 and cfg.baseline == "ema"
-    assert train.reinforce_config(profile, train.parse(["reinforce", "--kl-beta", "0.05"]))[0] == "reinforce_ema_kl"
+    assert cli.reinforce_config(profile, cli.parse(["reinforce", "--kl-beta", "0.05"]))[0] == "reinforce_ema_kl"
 
 
 def test_bad_arguments_are_refused(capsys):
     with pytest.raises(SystemExit):
-        train.parse(["rm", "--labels", "3"])
+        cli.parse(["rm", "--labels", "3"])
     assert "invalid choice: 3" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        train.parse([])
+        cli.parse([])
 
 
 def test_help_answers_without_importing_torch():
@@ -32,22 +32,22 @@ def test_help_answers_without_importing_torch():
     import sys
     import time
 
-    probe = ("import sys\nfrom alignlib import train\ntry:\n    train.parse(['--help'])\nexcept SystemExit:\n    pass\n"
+    probe = ("import sys\nfrom alignlib import cli\ntry:\n    cli.parse(['--help'])\nexcept SystemExit:\n    pass\n"
              "print('torch' in sys.modules, 'transformers' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
     assert out.stdout.split()[-2:] == ["False", "False"], out.stderr
     start = time.perf_counter()
-    helped = subprocess.run([sys.executable, "-m", "alignlib.train", "--help"], capture_output=True, text=True, timeout=60)
+    helped = subprocess.run([sys.executable, "-m", "alignlib", "--help"], capture_output=True, text=True, timeout=60)
     elapsed = time.perf_counter() - start
     assert helped.returncode == 0 and "--profile" in subprocess.run(
-        [sys.executable, "-m", "alignlib.train", "rm", "--help"], capture_output=True, text=True, timeout=60).stdout
-    assert elapsed < 5, f"python -m alignlib.train --help took {elapsed:.1f} s"  # about 0.05 s; 15 s importing torch
+        [sys.executable, "-m", "alignlib", "rm", "--help"], capture_output=True, text=True, timeout=60).stdout
+    assert elapsed < 5, f"python -m alignlib --help took {elapsed:.1f} s"  # about 0.05 s; 15 s importing torch
 
 
 def test_the_profile_option_picks_the_profile(monkeypatch):
     from alignlib import data, models, runs
 
-    assert set(train.PROFILES) == set(config.PROFILES)
+    assert set(cli.PROFILES) == set(config.PROFILES)
     asked, trained = [], []
     real_get_profile = config.get_profile
     monkeypatch.setattr(config, "get_profile", lambda name=None: asked.append(name) or real_get_profile(name))
@@ -55,7 +55,7 @@ def test_the_profile_option_picks_the_profile(monkeypatch):
     monkeypatch.setattr(data, "load_preference_data", lambda cfg: "prefs")
     monkeypatch.setattr(runs, "reward_model_run", lambda name, profile, *args, **kw: trained.append(profile) or (None,))
     monkeypatch.setenv(config.PROFILE_ENV, "cpu")
-    assert train.main(["rm", "--profile", "smoke"]) is None  # None: as another process than the main one
+    assert cli.main(["rm", "--profile", "smoke"]) is None  # None: as another process than the main one
     assert asked == ["smoke"] and trained[-1].name == "smoke"
-    train.main(["rm"])  # without it: $ALIGNLIB_PROFILE
+    cli.main(["rm"])  # without it: $ALIGNLIB_PROFILE
     assert asked[-1] is None and trained[-1].name == "cpu"

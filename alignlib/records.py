@@ -1,46 +1,33 @@
-"""Run records: one JSON object per run under results/<profile>/, read by notebooks and the report.
+"""Run records: one JSON object per run under results/<profile>/, read by notebooks, studies and the report.
 
 Runs write under the output root: the repository, or ``$ALIGNLIB_RESULTS_DIR`` (e.g. a Google Drive
 folder on Colab, where a VM reset would otherwise lose every result and checkpoint), which then holds
 ``results/<profile>/`` and ``checkpoints/<profile>/`` as the repository does. The published records and
 adapters (the committed ``results/cpu/``, ``results/full/``) stay in the repository and are read from
 there when the output root does not have them.
+
+Here are also the two questions every caller asks of them: is this run already recorded
+(`reusable`, one rule for the notebooks, the command line and the studies), and where is the reward
+model a run names (`find_adapter`). docs/architecture.md lists the keys a record carries.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
-import platform
-import random
 import subprocess
-import sys
 import time
 from pathlib import Path
 
-import numpy as np
-import psutil
 import torch
 
+from . import machine
+
 ROOT = Path(__file__).resolve().parent.parent
-# every record carries these; records made before the precision fields existed got them from their own
-# config (report/migrate_precision.py)
 REQUIRED = ("profile", "model_source", "data_source", "seed", "wall_time_s", "peak_memory_mb", "config", "metrics",
-            "device", "precision", "precision_requested", "precision_reason")
-
-
-def seed_everything(seed: int) -> None:
-    """The one seed setting of a run: Python's, NumPy's and torch's global generators.
-
-    alignlib's own randomness uses explicit generators derived from the same seed (batch order,
-    prompt order, per-iteration sampling seeds), so this guards what libraries draw globally
-    (LoRA initialisation, dropout). The seed is stored in every run record.
-    """
-    loaded_code_version()  # the code this process runs: pinned before the run, however long it takes
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
+            "device", "precision", "precision_requested", "precision_reason")  # every record carries these
 
 
 RESULTS_ENV = "ALIGNLIB_RESULTS_DIR"
@@ -85,55 +72,6 @@ def resolve(recorded: Path | str) -> Path:
         return recorded
     mine = output_root() / recorded
     return mine if mine.exists() else ROOT / recorded
-
-
-def _rss_mb() -> float | None:
-    """Resident memory of this process now (MB), from psutil on every platform; None if it cannot be read."""
-    try:
-        return psutil.Process().memory_info().rss / 2**20
-    except (psutil.Error, OSError):
-        return None
-
-
-def peak_memory_mb() -> float | None:
-    """Peak resident memory of this process so far (MB); on CUDA, the peak allocated instead; None where the
-    platform does not tell (a record then says null, never a wrong number)."""
-    if torch.cuda.is_available():
-        return torch.cuda.max_memory_allocated() / 2**20
-    try:
-        import resource  # Linux and macOS; not on Windows
-    except ImportError:
-        resource = None
-    if resource is not None:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # macOS: bytes; Linux: KiB
-    try:
-        info = psutil.Process().memory_info()
-    except (psutil.Error, OSError):
-        return None
-    return getattr(info, "peak_wset", info.rss) / 2**20  # Windows: the peak working set
-
-
-def cpu_model() -> str:
-    """The CPU's model name: /proc/cpuinfo on Linux, sysctl on macOS, else what `platform` says, else "unknown"."""
-    from .precision import cpuinfo
-
-    name = cpuinfo("model name")
-    if not name and sys.platform == "darwin":
-        try:
-            name = subprocess.run(["sysctl", "-n", "machdep.cpu.brand_string"], capture_output=True, text=True,
-                                  timeout=5).stdout.strip()
-        except (OSError, subprocess.SubprocessError):
-            name = None
-    return name or platform.processor() or platform.machine() or "unknown"
-
-
-def hardware() -> str:
-    """The machine a record was made on: the GPU, or the CPU model, its cores and instruction set."""
-    if torch.cuda.is_available():
-        return f"{torch.cuda.get_device_name(0)}, torch {torch.__version__}"
-    return (f"{cpu_model()} ({platform.machine()}, {torch.backends.cpu.get_cpu_capability()}), {os.cpu_count()} CPU cores, "
-            f"torch {torch.__version__}")
 
 
 CODE = ("alignlib", "benchmarks")  # the code that computes the numbers (notebooks record their settings)
@@ -206,8 +144,8 @@ def write_record(name: str, profile: str, *, model_source: str, data_source: str
         "data_source": data_source,
         "seed": seed,
         "wall_time_s": round(wall_time_s, 1),
-        "peak_memory_mb": _round(peak_memory_mb()),
-        "hardware": hardware(),
+        "peak_memory_mb": _round(machine.peak_memory_mb()),
+        "hardware": machine.hardware(),
         "device": device.type,
         **precision.describe(amp, device),
         "created": time.strftime("%Y-%m-%d %H:%M:%S"),
@@ -262,7 +200,7 @@ def read_record(name: str, profile: str) -> dict:
             f"no run record {name}.json at profile {profile!r} (looked in {record_path(name, profile).parent}): notebook "
             f"{notebook} has not run at this profile on this machine. Run it first (on Colab each notebook gets its own "
             f"machine: set ${RESULTS_ENV} to a Google Drive folder to keep records between them), or show the published "
-            f"{PUBLISHED!r} records instead (results.records_here_or_published).")
+            f"{PUBLISHED!r} records instead (records.records_here_or_published).")
     record = json.loads(path.read_text())
     missing = [k for k in REQUIRED if k not in record]
     if missing:
@@ -288,78 +226,99 @@ def records_here_or_published(names, profile: str) -> tuple[str, dict[str, dict]
         return PUBLISHED, records
 
 
-class Timer:
-    """Wall time since creation (`Timer().elapsed`), or of a block (`with Timer() as t: ...; t.seconds`)."""
-
-    def __init__(self):
-        self.t0 = time.perf_counter()
-
-    def __enter__(self):
-        self.t0 = time.perf_counter()
-        return self
-
-    def __exit__(self, *exc):
-        self.seconds = time.perf_counter() - self.t0
-
-    @property
-    def elapsed(self) -> float:
-        return time.perf_counter() - self.t0
+REUSE_ENV = "ALIGNLIB_REUSE_RUNS"
+# settings that name an input by its folder (a saved reward model): compared by the digest of its weights instead,
+# so that the same weights found in another folder (a fresh clone's published copy) count as the same input
+INPUT_FOLDERS = ("reward_model",)
 
 
-def matmul_gflops(dtype=torch.float32, n: int = 2048, repeats: int = 10, shape: tuple[int, int, int] | None = None,
-                  device: torch.device | str = "cpu") -> float:
-    """The measured rate of a matrix product on `device` (the device that does the work), GFLOP/s:
-    (n x n) @ (n x n) by default, or (m x k) @ (k x p) for `shape=(m, k, p)`."""
-    device = torch.device(device)
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    m, k, p = shape or (n, n, n)
-    gen = torch.Generator(device=device).manual_seed(0)  # its own: the global random state stays as it was
-    a = torch.randn(m, k, dtype=dtype, device=device, generator=gen)
-    b = torch.randn(k, p, dtype=dtype, device=device, generator=gen)
-    for _ in range(2):
-        a @ b
-    sync()
-    start = time.perf_counter()
-    for _ in range(repeats):
-        a @ b
-    sync()
-    return 2 * m * k * p * repeats / (time.perf_counter() - start) / 1e9
+def adapter_digest(adapter: Path | str) -> str | None:
+    """sha256 of a saved reward model's weights (adapter and head: adapter_model.safetensors), or None
+    without them: which reward model a policy was trained against, beyond its folder's name."""
+    weights = resolve(adapter) / "adapter_model.safetensors"
+    return hashlib.sha256(weights.read_bytes()).hexdigest() if weights.exists() else None
 
 
-class PeakMemory:
-    """Peak resident memory (MB) while a block runs, sampled every 20 ms by a thread (psutil).
+def reuse_requested() -> bool:
+    """Whether ``$ALIGNLIB_REUSE_RUNS`` asks the notebooks and the command line to reuse finished runs."""
+    return os.environ.get(REUSE_ENV, "").strip().lower() in ("1", "true", "yes")
 
-    The process-wide peak (`peak_memory_mb`) only grows, so it cannot tell two runs in one
-    notebook apart; this can. On CUDA, the block's peak allocated memory instead. Where the
-    memory cannot be read, `peak_mb` is None: the run and its record go on without it.
+
+def same_run(record: dict, settings: dict, amp: str, digests: dict | None = None) -> bool:
+    """Whether `record` is the run that training with `settings` would make again, up to float rounding: this
+    code made it (the same `code_version`, with no uncommitted changes), with these settings (its "config",
+    inputs named by folder left out), in the precision this machine resolves `amp` to, from the same input
+    weights (`digests`: record field -> digest, e.g. {"reward_model_sha256": adapter_digest(...)})."""
+    from . import precision
+
+    def without_folders(s):
+        return {k: v for k, v in s.items() if k not in INPUT_FOLDERS}
+
+    version = loaded_code_version()
+    return (version != "unknown" and not version.endswith("+dirty") and record.get("code_version") == version
+            and same_settings(without_folders(record["config"]), without_folders(settings))
+            and record.get("precision") == precision.resolve(amp, machine.device()).amp
+            and all(record.get(k) == v for k, v in (digests or {}).items()))
+
+
+def reusable(name: str, profile_name: str, settings: dict, amp: str, digests: dict | None = None,
+             always: bool = False) -> dict | None:
+    """The record of run `name` to take instead of training it again (`same_run`), or None (train).
+
+    The notebooks and the command line look only with ``$ALIGNLIB_REUSE_RUNS=1`` (`make report REUSE=1`): an
+    execution that stopped (a session that ended, a lost Colab) continues without training again the runs it
+    finished, and without it every run trains, as a reader stepping through expects. The studies always look
+    (`always`): they are made to be stopped and started again. Under `accelerate launch` every run trains."""
+    if not (always or reuse_requested()) or machine.process_state().num_processes > 1:
+        return None
+    path = record_path(name, profile_name)
+    if not path.exists():
+        return None
+    record = json.loads(path.read_text())
+    if not same_run(record, settings, amp, digests):
+        return None
+    print(f"[alignlib] {name}: reusing {portable(path)}: made {record['created']} by this code "
+          f"({record['code_version']}) with these settings, in {record['precision']}")
+    return record
+
+
+def find_adapter(profile: str, name: str) -> Path:
+    """The saved reward model `name` ("rm_scalar", or the folder a record names): the one trained on this
+    machine (the recorded folder, or checkpoints/<profile>/<name> under the output root), else the one this
+    profile published (results/<profile>/adapters/<name>), else the published `PUBLISHED` one.
+    `models.load_reward_model` refuses one trained on another model or data source than the run's."""
+    short = Path(name).name
+    candidates = [resolve(name)] if "/" in name else []
+    candidates += [output_root() / "checkpoints" / profile / short, resolve(f"results/{profile}/adapters/{short}"),
+                   ROOT / "results" / PUBLISHED / "adapters" / short]
+    for adapter in candidates:
+        if (adapter / "adapter_config.json").exists():
+            return adapter
+    raise FileNotFoundError(f"no saved reward model {short!r} (looked in {', '.join(portable(c) for c in candidates)}): "
+                            f"run notebook {WRITTEN_BY.get(short, '02 or 04')} first")
+
+
+def state_dir(profile, name: str) -> Path | None:
+    """Where run `name` checkpoints its training state (delete it to start the run over).
+
+    None at the smoke profile: no checkpoints. A smoke run is two steps, and the final checkpoint of a
+    REINFORCE policy (weights and AdamW state, 1.6 GB) took a third of its time on a 2-core CPU; resuming
+    is tested on tiny models instead (tests/test_resume.py, tests/test_distributed.py).
     """
+    if profile.name == "smoke":
+        return None
+    return checkpoints_dir(profile.name) / f"{name}_state"
 
-    def __enter__(self):
-        import threading
 
-        self.peak_mb, self._stop = None, threading.Event()
-        if torch.cuda.is_available():
-            torch.cuda.reset_peak_memory_stats()
-            return self
+SUMMARIES = {"rm_ablation": "make rm-ablation", "seeds": "make seeds", "overoptimization": "make overoptimization"}
 
-        def watch():
-            while not self._stop.is_set():
-                self._sample()
-                self._stop.wait(0.02)
 
-        self._thread = threading.Thread(target=watch, daemon=True)
-        self._thread.start()
-        return self
-
-    def _sample(self) -> None:
-        now = _rss_mb()
-        if now is not None:
-            self.peak_mb = now if self.peak_mb is None else max(self.peak_mb, now)
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        if torch.cuda.is_available():
-            self.peak_mb = torch.cuda.max_memory_allocated() / 2**20
-        else:
-            self._thread.join()
-            self._sample()
+def read_summary(name: str, profile_name: str) -> dict | None:
+    """A study's summary (results/<profile>/<name>.json, the output root's, else the published one), or None, saying
+    which command makes it, when it is not there."""
+    path = resolve(f"results/{profile_name}/{name}.json")
+    if not path.exists():
+        print(f"{portable(path)} does not exist yet: `ALIGNLIB_PROFILE={profile_name} {SUMMARIES[name]}` "
+              "writes it (hours on a CPU; resumable)")
+        return None
+    return json.loads(path.read_text())
