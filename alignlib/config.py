@@ -195,6 +195,8 @@ def with_overrides(cfg, **changes):
 # ------------------------------------------------------------------ the REINFORCE variants the course compares
 
 KL_BETA = 0.05  # the KL weight of the "+ KL" runs (notebook 03 and the studies that repeat them)
+# notebook 03's runs that `make overoptimization` repeats against a proxy reward model, unpenalised first
+OVEROPT_POLICIES = ("reinforce_ema", "reinforce_ema_kl")
 
 
 def rloo(cfg: ReinforceConfig, k: int = 2) -> ReinforceConfig:

@@ -27,7 +27,8 @@ from pathlib import Path
 import numpy as np
 
 from . import config, data, machine, models, records, reinforce_loop, runs, scoring, stats, summaries, tracking
-from .summaries import OVEROPT_DIR, OVEROPT_POLICIES, RM_ABLATION_DIR, SEEDED_RUNS, SEEDS_DIR
+from .config import OVEROPT_POLICIES
+from .summaries import OVEROPT_DIR, RM_ABLATION_DIR, SEEDED_RUNS, SEEDS_DIR
 
 
 def done(name: str, profile_name: str, settings: dict, amp: str, digests: dict | None = None) -> bool:

@@ -12,6 +12,7 @@ import json
 import numpy as np
 
 from . import config, records, stats, tables
+from .config import OVEROPT_POLICIES
 
 RM_ABLATION_DIR = "rm_dev"  # results/<profile>/rm_dev/<variant>.json
 SEEDS_DIR = "seeds"  # results/<profile>/seeds/<run>_seed<n>.json
@@ -25,7 +26,6 @@ SEED_RANKINGS = (("reinforce_rloo", "reinforce_ema", ("reward_delta_mean", "win_
 SEED_METRICS = ("reward_delta_mean", "reward_delta_sd_units", "win_rate", "kl_to_sft", "length_rl", "ended_frac_rl",
                 "reward_delta_same_length", "length_share_of_gain", "distinct2_rl", "advantage_sq_mean", "advantage_mean",
                 "advantage_var")
-OVEROPT_POLICIES = ("reinforce_ema", "reinforce_ema_kl")  # notebook 03's runs, whose records give the settings
 
 
 def _read(name: str, profile_name: str) -> dict | None:

@@ -1,7 +1,7 @@
 """Point every Colab badge and clone cell at the repository named in pyproject.toml.
 
-    python report/colab_links.py          # rewrite the notebooks and the README from pyproject.toml
-    python report/colab_links.py --check  # exit 1 if a link disagrees with pyproject.toml (tests run this)
+    python -m report.colab_links          # rewrite the notebooks and the README from pyproject.toml
+    python -m report.colab_links --check  # exit 1 if a link disagrees with pyproject.toml (tests run this)
 
 The one place the address lives is `[project.urls] Repository` in pyproject.toml. A fork sets its
 own address there and runs `make colab-links`: the badges (README and the top of each notebook)
@@ -15,7 +15,8 @@ import re
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from report import ROOT
+
 BRANCH = "main"
 BADGE = re.compile(r"https://colab\.research\.google\.com/github/[\w.-]+/[\w.-]+/blob/[\w.-]+/notebooks/")
 CLONE = re.compile(r"https://github\.com/[\w.-]+/[\w.-]+\.git")

@@ -1,7 +1,8 @@
 """Summarise a `mutmut run` (the mutants/ folder) into results/mutants.json: the mutation score per
-module and overall, and every surviving mutant's name, so that the score is a record written by code.
+module and overall, and every surviving mutant's name, so that the score is a record written by code
+(docs/mutation-testing.md shows it).
 
-    python report/mutation_score.py            # after `mutmut run`; `make mutants` does both
+    python -m report.mutation_score   # after `mutmut run`; `make mutants` does both
 
 Killed: a test failed with the mutant in place; timeout: the tests ran 15 times longer than without
 it (a mutant that loops forever), which counts as killed. Survived: every selected test passed.
@@ -18,7 +19,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from report import ROOT, sections
+
 TIMEOUT = {36: "timeout", 24: "timeout", -24: "timeout", 152: "timeout", 255: "timeout"}
 STATUS = {1: "killed", 3: "killed", 0: "survived", 5: "no tests", 33: "no tests", 34: "skipped", None: "not checked",
           **TIMEOUT}
@@ -50,34 +52,6 @@ def summarise(mutants: Path) -> dict:
             "not_checked": total["not checked"], "mutants": total["mutants"], "modules": modules, "survivors": survivors}
 
 
-def readme_section(summary: dict) -> str:
-    """The README's lines on the last `make mutants` (between its mutants markers)."""
-    def module(name, c):
-        if c["score"] is None:
-            return f"`{name}` not reached"
-        unchecked = c.get("not checked", 0)
-        partial = f" ({c['mutants'] - unchecked} of {c['mutants']} checked)" if unchecked else ""
-        return f"`{name}` {c['score']:.0%}{partial}"
-
-    per_module = ", ".join(module(name, c) for name, c in summary["modules"].items())
-    stopped = "" if summary["complete"] else (f" **Stopped before the end: {summary['not_checked']} mutants not "
-                                               "checked; the score covers the checked ones.**")
-    checked = summary["mutants"] - summary["not_checked"]
-    return (f"Last `make mutants` (commit {summary['code_version']}, {summary['created'][:10]}){stopped} "
-            f"**{summary['score']:.1%}** of {checked} checked mutants caught ({summary['killed']} killed, "
-            f"{summary['timeout']} by timeout; {summary['survived']} survived, {summary['no_tests']} reached by no "
-            f"selected test). Per module: {per_module}.")
-
-
-def write_readme(summary: dict) -> None:
-    readme = ROOT / "README.md"
-    text = readme.read_text()
-    start, end = "<!-- mutants:start -->", "<!-- mutants:end -->"
-    head, rest = text.split(start)
-    _, tail = rest.split(end)
-    readme.write_text(head + start + "\n" + readme_section(summary) + "\n" + end + tail)
-
-
 if __name__ == "__main__":
     mutants = ROOT / "mutants"
     if not (mutants / "alignlib").exists():
@@ -86,6 +60,6 @@ if __name__ == "__main__":
     summary["complete"] = summary["not_checked"] == 0  # False: the run was stopped; the score covers the checked ones
     out = ROOT / "results" / "mutants.json"
     out.write_text(json.dumps(summary, indent=1) + "\n")
-    write_readme(summary)
+    sections.update(["mutants"])
     print(f"mutation score {summary['score']:.1%} ({summary['killed'] + summary['timeout']} caught, "
           f"{summary['not_checked']} of {summary['mutants']} not checked); wrote {out}")

@@ -1,6 +1,6 @@
 """Write the repository's own absolute path as a relative one in executed notebooks' outputs.
 
-    python report/relative_paths.py notebooks/02_scalar_reward_model.ipynb ...
+    python -m report.relative_paths notebooks/02_scalar_reward_model.ipynb ...
 
 `make report` runs this after executing each notebook. The package names some folders by their
 absolute path in what it prints (for example "resuming reward-model training at step 50 from
@@ -15,7 +15,7 @@ import json
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from report import ROOT
 
 
 def relative(text, root: str):

@@ -10,12 +10,18 @@ def test_reinforce_variants_are_the_notebooks_configs():
     name, cfg = cli.reinforce_config(profile, cli.parse(["reinforce"]))
     assert name == "reinforce_ema" and cfg == profile.reinforce
     name, cfg = cli.reinforce_config(profile, cli.parse(["reinforce", "--baseline", "rloo"]))
-    # notebook 03's RLOO: 2 replies per prompt, half the prompts, the same number of replies per iteration
-    assert name == "reinforce_rloo" and cfg.samples_per_prompt == 2
-    assert cfg.prompts_per_iter * 2 == profile.reinforce.prompts_per_iter
+    assert name == "reinforce_rloo" and cfg == config.rloo(profile.reinforce)  # notebook 03's RLOO
     name, cfg = cli.reinforce_config(profile, cli.parse(["reinforce", "--kl-beta", "0.05", "--name", "x"]))
-    assert name == "x" and cfg.kl_beta == 0.05 and cfg.baseline == "ema"
+    assert name == "x" and cfg == config.with_kl(profile.reinforce, 0.05)
     assert cli.reinforce_config(profile, cli.parse(["reinforce", "--kl-beta", "0.05"]))[0] == "reinforce_ema_kl"
+
+
+def test_the_rloo_variant_samples_as_many_replies_per_iteration_as_ema():
+    ema = config.get_profile("cpu").reinforce
+    rloo = config.rloo(ema)
+    assert rloo.baseline == "rloo" and rloo.samples_per_prompt == 2
+    assert rloo.prompts_per_iter * rloo.samples_per_prompt == ema.prompts_per_iter * ema.samples_per_prompt
+    assert config.with_kl(ema).kl_beta == config.KL_BETA > 0 and config.with_kl(ema).baseline == "ema"
 
 
 def test_bad_arguments_are_refused(capsys):

@@ -1,11 +1,6 @@
 """The Colab badges and clone cells follow the one repository address in pyproject.toml."""
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "report"))
-
-import colab_links  # noqa: E402
+from report import colab_links
 
 
 def test_every_link_points_at_the_repository_of_pyproject():

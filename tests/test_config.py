@@ -1,3 +1,5 @@
+import dataclasses
+
 import pytest
 
 from alignlib import config
@@ -38,6 +40,6 @@ def test_unknown_profile_lists_the_valid_ones(monkeypatch):
 
 def test_profiles_are_typed_and_frozen():
     cpu = config.get_profile("cpu")
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         cpu.rm_scalar.lr = 1.0
     assert config.with_overrides(cpu.rm_scalar, lr=1.0).lr == 1.0 and cpu.rm_scalar.lr != 1.0

@@ -159,10 +159,9 @@ def test_every_figure_of_a_committed_notebook_is_shown():
 
 
 def test_relative_paths_rewrites_only_the_repository_prefix_of_text_outputs():
-    """`make report` runs report/relative_paths.py after each notebook: the absolute repository path that the
+    """`make report` runs `python -m report.relative_paths` after each notebook: the absolute repository path that the
     package prints (a resumed run's checkpoint folder) becomes relative; images, code and other paths stay."""
-    sys.path.insert(0, str(PACKAGE.parent / "report"))
-    import relative_paths
+    from report import relative_paths
 
     root = "/build/repo"
     notebook = {"cells": [
