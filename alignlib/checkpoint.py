@@ -11,6 +11,8 @@ with another config refuses to resume from it and says which settings differ.
 Weights and optimizer state are stored whole and keyed by parameter name
 (`torch.distributed.checkpoint.state_dict`): one process, DDP and sharded (FSDP) training write
 the same files, every process takes part in gathering them, and the main process writes them.
+
+A loop calls `resume` once before its first step and `save_if_due` after each step.
 """
 
 from __future__ import annotations
@@ -43,11 +45,6 @@ def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     if state.get("cuda") is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def trainable_state(model) -> dict:
-    """Weights that training changes: the trainable parameters (LoRA + head, or everything)."""
-    return {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
 
 
 def save(directory, step: int, fingerprint: dict, model, optimizer, extra: dict, keep: int = 1,
@@ -121,6 +118,52 @@ def load(directory, fingerprint: dict, model, optimizer, last_step: int | None =
                    options=StateDictOptions(full_state_dict=True, strict=False))  # strict: frozen weights not saved
     set_rng_state(state["rng"])
     return meta["step"], state["extra"]
+
+
+def resume(directory, fingerprint: dict, model, optimizer, label: str, last_step: int | None = None,
+           **stateful) -> tuple[int, dict]:
+    """Continue a loop from the newest checkpoint in `directory`, if there is one.
+
+    Loads it into `model` and `optimizer` (`load`, which refuses other settings), and each of
+    `stateful` (objects with `load_state_dict`, e.g. scaler=..., scheduler=...) from the entry of
+    the same name in the checkpoint's extra state; then says so: "[alignlib] resuming <label> <step>
+    from <directory>".
+
+    Returns:
+        (steps done, the loop's own saved state, e.g. {"history": ...}); (0, {}) for a fresh start:
+        no directory, or no checkpoint in it.
+    """
+    resumed = load(directory, fingerprint, model, optimizer, last_step) if directory is not None else None
+    if resumed is None:
+        return 0, {}
+    step, extra = resumed
+    for name, state in stateful.items():
+        state.load_state_dict(extra[name])
+    print(f"[alignlib] resuming {label} {step} from {directory}")
+    return step, extra
+
+
+def fast_forward(stream, steps: int):
+    """`stream` (an iterator of batches) advanced past its first `steps` batches: the ones that the
+    steps a resumed run already trained used, so that it goes on with the batch it would have drawn next."""
+    for _ in range(steps):
+        next(stream)
+    return stream
+
+
+def due(directory, step: int, every: int, last_step: int) -> bool:
+    """Whether a loop saves a checkpoint after `step` steps: with a directory, every `every` steps and after
+    the last."""
+    return directory is not None and (step % every == 0 or step == last_step)
+
+
+def save_if_due(directory, step: int, every: int, last_step: int, fingerprint: dict, model, optimizer, extra: dict,
+                accelerator) -> None:
+    """`save` checkpoint `step` when `due`, from every process (gathering sharded state is collective; the
+    main process writes), then wait for all: none runs ahead of a checkpoint still being written."""
+    if due(directory, step, every, last_step):
+        save(directory, step, fingerprint, model, optimizer, extra, write=accelerator.is_main_process)
+        accelerator.wait_for_everyone()
 
 
 def fingerprint(*configs, **extra) -> dict:

@@ -50,7 +50,7 @@ RECORD_NAME = "gpu_check"
 # the unit tests that exercise the math, the loops, precision and sampling: what a GPU machine can get wrong
 TEST_FILES = ("tests/test_precision.py", "tests/test_losses.py", "tests/test_logprobs.py", "tests/test_rollout.py",
               "tests/test_reinforce.py", "tests/test_loops.py", "tests/test_reward.py", "tests/test_baselines.py",
-              "tests/test_full_profile.py")
+              "tests/test_full_profile.py", "tests/test_loop_parts.py")
 DRY_RUN_TEST_FILES = ("tests/test_baselines.py",)  # pytest inside pytest is slow: one fast file proves the path
 MIN_TEST_S = 30.0  # below this much time for the unit tests, they are skipped rather than cut off
 PUBLISHED_SCALAR_RM = records.ROOT / "results" / "full" / "adapters" / "rm_scalar"

@@ -131,7 +131,7 @@ class Timer:
 
 
 def matmul_gflops(dtype=torch.float32, n: int = 2048, repeats: int = 10, shape: tuple[int, int, int] | None = None,
-                  device: torch.device | str = "cpu") -> float:
+                  device: torch.device | str = "cpu", warmup: int = 2) -> float:
     """The measured rate of a matrix product on `device` (the device that does the work), GFLOP/s:
     (n x n) @ (n x n) by default, or (m x k) @ (k x p) for `shape=(m, k, p)`."""
     device = torch.device(device)
@@ -140,7 +140,7 @@ def matmul_gflops(dtype=torch.float32, n: int = 2048, repeats: int = 10, shape: 
     gen = torch.Generator(device=device).manual_seed(0)  # its own: the global random state stays as it was
     a = torch.randn(m, k, dtype=dtype, device=device, generator=gen)
     b = torch.randn(k, p, dtype=dtype, device=device, generator=gen)
-    for _ in range(2):
+    for _ in range(warmup):
         a @ b
     sync()
     start = time.perf_counter()
@@ -189,14 +189,12 @@ class PeakMemory:
             self._sample()
 
 
-def training_speed(flops_per_token: float, history: dict, n_pairs: int, train_s: float, amp: str) -> dict:
+def training_speed(flops_per_token: float, history: dict, n_pairs: int, train_s: float, dtype: torch.dtype) -> dict:
     """Tokens and pairs per second of a reward-model run (`n_pairs`: the pairs it trained on, every epoch
     counted; `train_s`: its training seconds), and the share of the device's measured matrix-product peak
-    (in the precision the run resolved to) that the model's FLOPs (`models.train_flops_per_token`) reached."""
-    from . import precision
-
+    (in `dtype`, the precision the run resolved to) that the model's FLOPs (`models.train_flops_per_token`)
+    reached."""
     dev = device()
-    dtype = precision.resolve(amp, dev).dtype
     peak = matmul_gflops(dtype, device=dev)
     tokens_per_s = sum(history["train/tokens"]) / train_s
     achieved = tokens_per_s * flops_per_token / 1e9

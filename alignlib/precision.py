@@ -21,10 +21,11 @@ from __future__ import annotations
 
 import functools
 import os
-import time
 from dataclasses import dataclass
 
 import torch
+
+from . import machine
 
 AMP_ENV = "ALIGNLIB_AMP"
 AMP_MODES = ("none", "fp16", "bf16")
@@ -57,36 +58,9 @@ def _check_setting(amp: str, where: str) -> str:
 @functools.lru_cache(maxsize=None)
 def cpu_matmul_gflops(repeats: int = 3) -> dict:
     """float32 and bfloat16 GFLOP/s of a (128 x 576) @ (576 x 1536) product on this CPU (the MLP
-    shape of SmolLM2-135M), measured once per process; about 0.4 s where bf16 is emulated."""
-    m, k, n = 128, 576, 1536
-    rates, gen = {}, torch.Generator().manual_seed(0)  # its own: the runs' random streams stay as seeded
-    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
-        a, b = torch.randn(m, k, dtype=dtype, generator=gen), torch.randn(k, n, dtype=dtype, generator=gen)
-        a @ b  # warm-up
-        best = float("inf")
-        for _ in range(repeats):
-            start = time.perf_counter()
-            a @ b
-            best = min(best, time.perf_counter() - start)
-            if best > 0.1:  # emulated bf16: one slow product tells enough
-                break
-        rates[name] = 2 * m * k * n / best / 1e9
-    return rates
-
-
-@functools.lru_cache(maxsize=None)
-def cpuinfo(key: str) -> str | None:
-    """The first value of `key` in /proc/cpuinfo ("model name", "flags", ...); None off Linux."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next((line.split(":", 1)[1].strip() for line in f if line.split(":", 1)[0].strip() == key), None)
-    except OSError:
-        return None
-
-
-def cpu_bf16_flags() -> tuple[str, ...]:
-    """The CPU's native bf16 features named in /proc/cpuinfo (Linux x86), e.g. ('amx_bf16', 'avx512_bf16')."""
-    return tuple(sorted(f for f in (cpuinfo("flags") or "").split() if f in ("amx_bf16", "avx512_bf16")))
+    shape of SmolLM2-135M), measured once per process; well under a second where bf16 is emulated."""
+    return {name: machine.matmul_gflops(dtype, repeats=repeats, shape=(128, 576, 1536), warmup=1)
+            for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16))}
 
 
 def cuda_native_bf16(device: torch.device) -> tuple[bool, str]:
@@ -128,7 +102,7 @@ def resolve(amp: str, device: torch.device | str) -> Precision:
         return Precision(requested, requested, f"{requested} set by the {source} on {device.type}")
     rates = cpu_matmul_gflops()
     faster = rates["bf16"] >= CPU_BF16_MIN_SPEEDUP * rates["fp32"]
-    flags = cpu_bf16_flags()
+    flags = machine.cpu_bf16_flags()
     measured = (f"measured bf16 {rates['bf16']:.1f} vs fp32 {rates['fp32']:.1f} GFLOP/s "
                 f"(CPU: {torch.backends.cpu.get_cpu_capability()}, native bf16 flags: {', '.join(flags) or 'none'})")
     return Precision("bf16" if faster else "none", "auto",
@@ -159,6 +133,30 @@ def grad_scaler(amp: str, device: torch.device) -> torch.amp.GradScaler:
     return torch.amp.GradScaler(device.type, enabled=resolve_amp(amp, device) == "fp16")
 
 
+def check_finite(values: torch.Tensor, what: str, where: str) -> None:
+    """FloatingPointError "non-finite <what> <where>" unless every element of `values` is finite.
+
+    For the numbers a step starts from (rewards, losses): a NaN or inf there has no remedy, unlike
+    an overflowing fp16 gradient, which the loss scaler absorbs by skipping the step.
+    """
+    if not torch.isfinite(values).all():
+        raise FloatingPointError(f"non-finite {what} {where}")
+
+
+def backward(loss: torch.Tensor, scaler: torch.amp.GradScaler, what: str, where: str, accumulated: int = 1) -> None:
+    """The backward pass of one (micro-)batch: of loss / accumulated, times the fp16 loss scale.
+
+    Args:
+        loss: () the batch's loss; non-finite: FloatingPointError naming `what` (e.g. "RM loss"),
+            its value and `where` (the step).
+        accumulated: micro-batches whose gradients add up to one step's (gradient accumulation),
+            so that the step follows their mean loss.
+    """
+    if not torch.isfinite(loss):
+        raise FloatingPointError(f"non-finite {what} ({loss.item()}) {where}")
+    scaler.scale(loss / accumulated).backward()
+
+
 def clip_and_step(optimizer, scaler: torch.amp.GradScaler, params, max_grad_norm: float, where: str,
                   clip=torch.nn.utils.clip_grad_norm_) -> float | None:
     """Unscale, clip the gradient norm, step: the end of every training step.
@@ -177,6 +175,14 @@ def clip_and_step(optimizer, scaler: torch.amp.GradScaler, params, max_grad_norm
     scaler.step(optimizer)  # a no-op when the scaler found inf/NaN
     scaler.update()
     return float(norm) if finite else None
+
+
+def optimizer_step(optimizer, scaler: torch.amp.GradScaler, params, max_grad_norm: float, where: str,
+                   clip=torch.nn.utils.clip_grad_norm_) -> float | None:
+    """`clip_and_step`, then clear the gradients for the next step's backward passes; returns its gradient norm."""
+    norm = clip_and_step(optimizer, scaler, params, max_grad_norm, where, clip=clip)
+    optimizer.zero_grad(set_to_none=True)
+    return norm
 
 
 def skipped_steps(grad_norms: list) -> int:

@@ -91,7 +91,7 @@ def reward_model_run(name: str, profile, cfg, tokenizer, prefs, publish: bool = 
     train_s = sum(history["time/step"])
     metrics.update(machine.training_speed(models.train_flops_per_token(model), history,
                                           pairs_seen(history, len(prefs.train), cfg, processes.num_processes),
-                                          train_s, cfg.amp))
+                                          train_s, precision.resolve(cfg.amp, machine.device()).dtype))
     metrics.update({"train_pairs": len(prefs.train), "peak_memory_train_mb": mem.peak_mb,
                     "skipped_steps": precision.skipped_steps(history["optim/grad_norm"]),
                     "processes": processes.num_processes,

@@ -24,12 +24,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch  # noqa: E402
 from transformers import LlamaForCausalLM  # noqa: E402
 
-from alignlib import checkpoint, config, models, reinforce_loop, reward_model_loop  # noqa: E402
+from alignlib import config, models, reinforce_loop, reward_model_loop  # noqa: E402
 from alignlib.data import PreferencePair  # noqa: E402
 from conftest import die_after_checkpoint, tiny_base, tiny_config  # noqa: E402
 
 PROMPTS = [[{"role": "user", "content": w}] for w in ("cats", "dogs", "rain", "tea", "sun", "snow", "moon", "sea")]
 
+
+
+def trainable_state(model) -> dict:
+    """Weights that training changes: the trainable parameters (LoRA + head, or everything)."""
+    return {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
 
 def reward_fn(prompts, texts):
     """Deterministic: more "e"s is better, and each prompt has its own offset (RLOO must cancel it)."""
@@ -46,7 +51,7 @@ def train_rm(tokenizer, processes: int) -> tuple[dict, dict]:
     pairs = [PreferencePair(({"role": "user", "content": f"Question {i}?"},), f"A helpful answer {i}." * (1 + i % 3),
                             "no", "t") for i in range(16)]
     history = reward_model_loop.train_reward_model(model, tokenizer, pairs, cfg, 64, progress=False)
-    return history, checkpoint.trainable_state(model)
+    return history, trainable_state(model)
 
 
 def train_rl(tokenizer, baseline: str, ckpt_dir=None) -> tuple[dict, dict]:
@@ -61,7 +66,7 @@ def train_rl(tokenizer, baseline: str, ckpt_dir=None) -> tuple[dict, dict]:
                                 temperature=0.9, top_p=0.95)
     history = reinforce_loop.train_reinforce(policy, tokenizer, reward_fn, PROMPTS, cfg, ref_policy=ref,
                                              progress=False, checkpoint_dir=ckpt_dir, checkpoint_every=1)
-    return history, checkpoint.trainable_state(policy)
+    return history, trainable_state(policy)
 
 
 def main(out_dir: Path, kill_at: int | None = None) -> dict:

@@ -30,7 +30,6 @@ def no_proc_no_resource(monkeypatch):
     unable to tell (denied)."""
     import psutil
 
-    from alignlib import precision
 
     real_open = builtins.open
 
@@ -45,8 +44,8 @@ def no_proc_no_resource(monkeypatch):
     monkeypatch.setattr(builtins, "open", open_without_proc)
     monkeypatch.setitem(sys.modules, "resource", None)  # `import resource` raises ImportError, as on Windows
     monkeypatch.setattr(psutil, "Process", denied)
-    precision.cpuinfo.cache_clear()
-    monkeypatch.setattr(precision, "cpuinfo", lambda key: None)  # what the cached reader gives without /proc
+    machine.cpuinfo.cache_clear()
+    monkeypatch.setattr(machine, "cpuinfo", lambda key: None)  # what the cached reader gives without /proc
 
 
 def test_memory_is_read_through_psutil_on_every_platform():

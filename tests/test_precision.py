@@ -36,7 +36,7 @@ def test_auto_on_cpu_takes_bf16_only_where_it_measures_faster(monkeypatch):
     assert precision.resolve("auto", CPU).amp == "none"  # too small a gain to pay for the casts
 
 
-@pytest.mark.skipif(platform.machine() != "x86_64" or bool(precision.cpu_bf16_flags()),
+@pytest.mark.skipif(platform.machine() != "x86_64" or bool(machine.cpu_bf16_flags()),
                     reason="only an x86 CPU without native bf16 (AVX2 only) must fall back to float32")
 def test_auto_picks_float32_on_a_cpu_without_native_bf16():
     rates = precision.cpu_matmul_gflops()

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from alignlib import config, losses, reinforce_loop, results
+from alignlib import config, losses, machine, reinforce_loop
 
 
 def test_kl_penalty_by_hand():
@@ -109,7 +109,7 @@ def test_sampled_reward_mode_is_reproducible(policy_factory, tokenizer):
 
     def seeded_run(cfg):
         policy = policy_factory()
-        results.seed_everything(cfg.seed)
+        machine.seed_everything(cfg.seed)
         return reinforce_loop.train_reinforce(policy, tokenizer, sampled_reward, PROMPTS, cfg, progress=False)
 
     h1, h2 = seeded_run(cfg), seeded_run(cfg)

@@ -162,11 +162,13 @@ def test_scorer_refuses_a_tokenizer_of_another_model(tokenizer):
         scoring.RewardScorer(other, tokenizer)
 
 
-def test_non_finite_loss_stops_training_and_names_the_step(tiny_rm, tokenizer, monkeypatch):
+def test_non_finite_loss_stops_training_and_names_the_step(tiny_rm, tokenizer):
     cfg = config.with_overrides(config.get_profile("smoke").rm_scalar, batch_size=4, max_steps=None)
-    monkeypatch.setattr(reward_model_loop, "reward_model_loss", lambda kind, c, r, m, cc: (c - r).mean() * float("nan"))
-    with pytest.raises(FloatingPointError, match="non-finite RM loss .* at step 0"):
-        reward_model_loop.train_reward_model(tiny_rm(), tokenizer, toy_pairs(), cfg, max_length=128, progress=False)
+    model = tiny_rm()
+    _, head = models.body_and_head(model)
+    head.register_forward_hook(lambda module, args, out: out * float("nan"))  # a head that scores NaN
+    with pytest.raises(FloatingPointError, match=r"non-finite RM loss \(nan\) at step 0"):
+        reward_model_loop.train_reward_model(model, tokenizer, toy_pairs(), cfg, max_length=128, progress=False)
 
 
 @pytest.mark.parametrize("loss", ["expected_score", "prob_beats"])

@@ -1,6 +1,5 @@
 """The run helpers that need no training: prompts, and which reward model a run optimised."""
 
-from pathlib import Path
 
 import numpy as np
 import pytest
