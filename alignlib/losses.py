@@ -34,9 +34,9 @@ def expected_score(logits: torch.Tensor) -> torch.Tensor:
     """E[p] = sum_i i * p_i with p = softmax(logits) over the scores 1..n.
 
     Args:
-        logits: (batch, n) head outputs.
+        logits: (..., n) head outputs, the scores on the last axis (e.g. (batch, n)).
     Returns:
-        (batch,) expected score, between 1 and n.
+        (...) expected score, between 1 and n.
     """
     scores = torch.arange(1, logits.shape[-1] + 1, dtype=logits.dtype, device=logits.device)
     return (logits.softmax(-1) * scores).sum(-1)
@@ -61,9 +61,9 @@ def prob_beats(logits_chosen: torch.Tensor, logits_rejected: torch.Tensor) -> to
     ties would reward spreading both distributions just to avoid them.
 
     Args:
-        logits_chosen, logits_rejected: (batch, n).
+        logits_chosen, logits_rejected: (..., n), the scores on the last axis (e.g. (batch, n)).
     Returns:
-        (batch,) probabilities in (0, 1).
+        (...) probabilities in (0, 1).
     """
     p_c, p_r = logits_chosen.softmax(-1), logits_rejected.softmax(-1)
     below = p_r.cumsum(-1) - p_r  # P(S_r < i) for each score i

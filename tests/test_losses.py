@@ -1,5 +1,6 @@
 import math
 
+import pytest
 import torch
 
 from alignlib import losses
@@ -71,3 +72,31 @@ def test_prob_beats_by_hand_with_ties():
 def test_prob_beats_stays_finite_when_certainly_wrong():
     loss = losses.prob_beats_loss(onehot_logits([1]), onehot_logits([10]))
     assert torch.isfinite(loss) and loss.item() > 20
+
+
+def test_the_score_axis_is_the_last_one_whatever_the_leading_axes():
+    """(..., n): a (2, 3, n) batch gives what each of its (n,) rows gives alone."""
+    torch.manual_seed(0)
+    lc, lr = torch.randn(2, 3, 10, dtype=torch.float64), torch.randn(2, 3, 10, dtype=torch.float64)
+    rows = [(lc[i, j], lr[i, j]) for i in range(2) for j in range(3)]
+    expected = torch.stack([losses.expected_score(c[None])[0] for c, _ in rows]).reshape(2, 3)
+    assert torch.allclose(losses.expected_score(lc), expected) and losses.expected_score(lc).dtype == torch.float64
+    beats = torch.stack([losses.prob_beats(c[None], r[None])[0] for c, r in rows]).reshape(2, 3)
+    assert torch.allclose(losses.prob_beats(lc, lr), beats)
+
+
+def test_the_reward_model_loss_dispatches_by_kind_and_checks_the_head():
+    torch.manual_seed(0)
+    sc, sr = torch.randn(4, 1), torch.randn(4, 1)
+    assert losses.reward_model_loss("bradley_terry", sc, sr).item() == losses.bradley_terry_loss(sc[:, 0], sr[:, 0]).item()
+    assert losses.reward_model_loss("bradley_terry", sc, sr, margin=0.5, center_coef=0.1).item() == \
+        losses.bradley_terry_loss(sc[:, 0], sr[:, 0], 0.5, 0.1).item()
+    lc, lr = torch.randn(4, 10), torch.randn(4, 10)
+    assert losses.reward_model_loss("expected_score", lc, lr).item() == losses.expected_score_loss(lc, lr).item()
+    assert losses.reward_model_loss("prob_beats", lc, lr).item() == losses.prob_beats_loss(lc, lr).item()
+    with pytest.raises(ValueError, match="one-output head"):
+        losses.reward_model_loss("bradley_terry", lc, lr)
+    with pytest.raises(ValueError, match="needs a distribution head"):
+        losses.reward_model_loss("prob_beats", sc, sr)
+    with pytest.raises(ValueError, match="unknown reward-model loss 'hinge'"):
+        losses.reward_model_loss("hinge", lc, lr)
