@@ -1,6 +1,7 @@
 """The plumbing both training loops call, each part by hand: which rows each process takes
 (`distributed`), resuming and saving (`checkpoint`), and the guards of a step (`precision`)."""
 
+import contextlib
 from types import SimpleNamespace
 
 import pytest
@@ -40,6 +41,36 @@ def test_one_process_gathers_reduces_and_syncs_its_own_values():
         with distributed.accumulating(accelerator, model, last=last):
             model(torch.ones(1, 2)).sum().backward()
     assert torch.equal(model.weight.grad, torch.full((1, 2), 2.0))  # both micro-batches accumulated
+
+
+class TwoProcesses:
+    """An Accelerator of rank 0 of two processes, the other holding `other`: accelerate's `reduce` ("sum" or
+    "mean", default "mean") and `no_sync`, recorded. What only several processes see, seen on one."""
+
+    def __init__(self, other: torch.Tensor):
+        self.other, self.unsynced = other, []
+
+    def reduce(self, tensor, reduction="mean"):
+        both = tensor + self.other.to(tensor.dtype)
+        return {"sum": both, "mean": both / 2}[reduction]  # another name: KeyError, as accelerate refuses it
+
+    def no_sync(self, model):
+        self.unsynced.append(model)
+        return contextlib.nullcontext()
+
+
+def test_sums_are_summed_over_the_processes_in_float64_and_micro_batches_sync_only_at_the_last():
+    two = TwoProcesses(torch.tensor([0.5, 10.0, 1e-12], dtype=torch.float64))
+    assert distributed.summed(two, {"loss": 1.25, "right": 3, "tiny": 1.0}, torch.device("cpu")) == \
+        {"loss": 1.75, "right": 13.0, "tiny": 1.0 + 1e-12}  # 1 + 1e-12 is lost in float32
+    model = torch.nn.Linear(2, 1)
+    with distributed.accumulating(two, model, last=False):
+        pass
+    assert two.unsynced == [model]  # an earlier micro-batch accumulates locally
+    with distributed.accumulating(two, model, last=True):
+        pass
+    assert two.unsynced == [model]  # the last one syncs: DDP averages the gradients then
+    assert distributed.mean(TwoProcesses(torch.tensor(3.5)), torch.tensor(3.0)) == 3.25
 
 
 # ------------------------------------------------------------------------------ resuming and saving
