@@ -61,6 +61,19 @@ def test_no_function_is_longer_than_60_lines_and_no_loop_longer_than_100():
     assert not long, long
 
 
+def test_no_module_imports_one_of_a_higher_layer_than_its_own():
+    """The layers table of docs/architecture.md is what the imports do."""
+    layers = {}
+    for line in (PACKAGE.parent / "docs" / "architecture.md").read_text().splitlines():
+        row = re.match(r"\| (\d)\. [^|]*\| ([^|]*)\|", line)
+        if row:
+            layers |= dict.fromkeys(re.findall(r"`(\w+)`", row.group(2)), int(row.group(1)))
+    upward = [f"{module} (layer {layers[module]}) imports {dep} (layer {layers[dep]})"
+              for module, deps in internal_imports().items() if module in layers
+              for dep in deps if layers.get(dep, 0) > layers[module]]
+    assert layers and not upward, upward
+
+
 def test_the_architecture_page_names_every_module():
     """docs/architecture.md is the project's own design: it must keep up with the package."""
     page = (PACKAGE.parent / "docs" / "architecture.md").read_text()
