@@ -171,6 +171,13 @@ def record_path(name: str, profile: str) -> Path:
     return output_root() / "results" / profile / f"{name}.json"
 
 
+def made_here(name: str, profile: str) -> dict | None:
+    """Run record `name` of `profile` as the output root holds it (never the published one), or None: what a
+    run about to train, or a study's summary, asks of this machine's own runs."""
+    path = record_path(name, profile)
+    return json.loads(path.read_text()) if path.exists() else None
+
+
 def same_settings(a, b) -> bool:
     """Whether two run settings are equal once written as JSON (tuples become lists), as a record stores them."""
     return json.loads(json.dumps(a)) == json.loads(json.dumps(b))
@@ -271,13 +278,10 @@ def reusable(name: str, profile_name: str, settings: dict, amp: str, digests: di
     (`always`): they are made to be stopped and started again. Under `accelerate launch` every run trains."""
     if not (always or reuse_requested()) or machine.process_state().num_processes > 1:
         return None
-    path = record_path(name, profile_name)
-    if not path.exists():
+    record = made_here(name, profile_name)
+    if record is None or not same_run(record, settings, amp, digests):
         return None
-    record = json.loads(path.read_text())
-    if not same_run(record, settings, amp, digests):
-        return None
-    print(f"[alignlib] {name}: reusing {portable(path)}: made {record['created']} by this code "
+    print(f"[alignlib] {name}: reusing {portable(record_path(name, profile_name))}: made {record['created']} by this code "
           f"({record['code_version']}) with these settings, in {record['precision']}")
     return record
 

@@ -20,7 +20,6 @@ development pairs; the validation pairs judge only the settings chosen from it, 
 from __future__ import annotations
 
 import dataclasses
-import json
 import tempfile
 from pathlib import Path
 
@@ -137,9 +136,8 @@ def overopt_run(name: str, profile, cfg, setup, judge, every: int, settings: dic
     """Train `cfg.iterations` iterations of REINFORCE against the setup's (proxy) scorer in parts of
     `every`, and after each part write the record's "points" (`overopt_point`), the first at iteration 0.
     An interrupted run continues from its last checkpoint and keeps the points it had."""
-    path = records.record_path(name, profile.name)
     digests = {"reward_model_sha256": records.adapter_digest(setup.reward_model)}
-    old = json.loads(path.read_text()) if path.exists() else None
+    old = records.made_here(name, profile.name)
     points = old["points"] if old is not None and records.same_run(old, settings, cfg.amp, digests) else []
     policy, ref = models.load_policy(), models.load_policy()
     sft_judge = np.asarray(judge(setup.eval_prompts, setup.sft["texts"]))
@@ -160,7 +158,7 @@ def overopt_run(name: str, profile, cfg, setup, judge, every: int, settings: dic
                              seed=cfg.seed, wall_time_s=clock.elapsed + (old or {}).get("wall_time_s", 0.0), amp=cfg.amp,
                              config=settings, metrics={"iterations_done": target, "complete": target == cfg.iterations},
                              points=points, **digests)
-    return json.loads(path.read_text())
+    return records.made_here(name, profile.name)
 
 
 def overoptimization(profile) -> None:

@@ -28,14 +28,9 @@ SEED_METRICS = ("reward_delta_mean", "reward_delta_sd_units", "win_rate", "kl_to
                 "advantage_var")
 
 
-def _read(name: str, profile_name: str) -> dict | None:
-    path = records.record_path(name, profile_name)
-    return json.loads(path.read_text()) if path.exists() else None
-
-
 def rm_ablation_records(profile_name: str) -> dict:
     """variant -> its record, for the variants that have one."""
-    found = {v: _read(f"{RM_ABLATION_DIR}/{v}", profile_name) for v in config.RM_ABLATION}
+    found = {v: records.made_here(f"{RM_ABLATION_DIR}/{v}", profile_name) for v in config.RM_ABLATION}
     return {v: r for v, r in found.items() if r is not None}
 
 
@@ -73,12 +68,11 @@ def seeds_summary(profile_name: str, names=SEEDED_RUNS, seeds: tuple[int, ...] |
     seeds = config.get_profile(profile_name).studies.seeds if seeds is None else seeds
     out = {"seeds": list(seeds), "metrics": list(SEED_METRICS), "configs": {}, "incomplete": {}}
     for base in names:
-        files = {s: records.record_path(f"{SEEDS_DIR}/{base}_seed{s}" if s else base, profile_name) for s in seeds}
-        missing = [s for s, f in files.items() if not f.exists()]
+        recs = {s: records.made_here(f"{SEEDS_DIR}/{base}_seed{s}" if s else base, profile_name) for s in seeds}
+        missing = [s for s, r in recs.items() if r is None]
         if missing:
             out["incomplete"][base] = {"missing_seeds": missing}
             continue
-        recs = {s: json.loads(f.read_text()) for s, f in files.items()}
         per_seed = {m: [recs[s]["metrics"].get(m) for s in seeds] for m in SEED_METRICS}
         out["configs"][base] = {
             "per_seed": per_seed,
@@ -103,7 +97,7 @@ def write_overoptimization_summary(profile_name: str) -> dict:
     margins agree, and each policy's points (iteration, KL, proxy and judge gain in SFT-reward sds); and
     its figure, fig_overoptimization.png."""
     def read(n):
-        return _read(f"{OVEROPT_DIR}/{n}", profile_name)
+        return records.made_here(f"{OVEROPT_DIR}/{n}", profile_name)
 
     rms = {role: read(f"rm_{role}") for role in ("proxy", "judge")}
     out = {"rms": {role: {"val_accuracy": r["metrics"]["val_accuracy"], "val_accuracy_ci95": r["metrics"]["val_accuracy_ci95"],
