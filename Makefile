@@ -1,6 +1,7 @@
 # make setup   create .venv (if missing) and install everything; quick when nothing changed
 # make test    unit tests + the notebooks at the smoke profile (offline)
-# make report  execute the notebooks at $ALIGNLIB_PROFILE (default: full with CUDA, else cpu),
+# make report  execute the notebooks at $ALIGNLIB_PROFILE (default: full with CUDA, else cpu), training every long run
+#              (ALIGNLIB_TRAIN=1: a learner's CPU default shows the published records instead),
 #              then build report/report.pdf from the run records (at cpu, also the README's and docs' sections)
 #              REUSE=1: continue an execution that stopped (e.g. a session that ended): a run this code already
 #              recorded with the same settings, in the same precision, is not trained again (records.reusable);
@@ -32,7 +33,7 @@ SMOKE = HF_HUB_OFFLINE=1 ALIGNLIB_PROFILE=smoke ALIGNLIB_AMP=none
 test: setup
 	HF_HUB_OFFLINE=1 $(PY) -m pytest tests --ignore=tests/test_report.py
 	rm -rf checkpoints/smoke results/smoke  # smoke runs start fresh: a leftover checkpoint would skip their training
-	$(SMOKE) $(PY) -m pytest --nbval-lax -p no:cacheprovider notebooks
+	$(SMOKE) ALIGNLIB_SOLUTIONS=1 $(PY) -m pytest --nbval-lax -p no:cacheprovider notebooks  # exercises with their solutions
 	for study in rm-ablation seeds overoptimization; do \
 	  $(SMOKE) $(PY) -m alignlib $$study || exit 1; done  # the report's study sections
 	$(SMOKE) $(PY) -m pytest tests/test_report.py
@@ -45,7 +46,7 @@ report: setup
 	else written=results/$$profile/notebooks; mkdir -p $$written; dest=(--output-dir $$written); fi; \
 	for nb in $(NOTEBOOKS); do \
 	  echo "== $$nb"; \
-	  ALIGNLIB_PROFILE=$$profile ALIGNLIB_REUSE_RUNS=$${ALIGNLIB_REUSE_RUNS:-$(REUSE)} $(VENV)/bin/jupyter nbconvert --to notebook --execute "$${dest[@]}" \
+	  ALIGNLIB_PROFILE=$$profile ALIGNLIB_TRAIN=1 ALIGNLIB_REUSE_RUNS=$${ALIGNLIB_REUSE_RUNS:-$(REUSE)} $(VENV)/bin/jupyter nbconvert --to notebook --execute "$${dest[@]}" \
 	    --ExecutePreprocessor.timeout=-1 "$$nb"; \
 	  $(PY) -m report.relative_paths "$$written/$$(basename $$nb)"; \
 	done; \

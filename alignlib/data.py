@@ -9,6 +9,11 @@ Sources:
 - offline: Anthropic HH-RLHF helpful test splits, shipped in the repository's ``data/hh-rlhf/``
   (MIT licence; or ``$ALIGNLIB_HH_RLHF_DIR``), split deterministically into 373 validation pairs
   and the rest.
+
+Malformed rows are dropped and counted by reason (`PreferenceData.drop_reasons`). One defect is repaired
+instead, and counted (`PreferenceData.repair_reasons`): a speaker name left without its colon in an HH-RLHF
+transcript ("...reply.\n\nHuman" at the end, or right before the next "\n\nHuman:"), which would otherwise
+stay in the reply or prompt turn and teach a model to end its replies with "Human".
 """
 
 from __future__ import annotations
@@ -48,11 +53,16 @@ class PreferencePair:
     chosen: str
     rejected: str
     source: str
+    # what was repaired in the source row ("": nothing); not part of the pair's identity (equality, hash)
+    repaired: str = field(default="", compare=False, repr=False)
+    # a repaired row's prompt as read before the repair, whose key places the pair in its split ("": `prompt`)
+    split_prompt: tuple[dict, ...] = field(default=(), compare=False, repr=False)
 
     @property
     def prompt_key(self) -> str:
-        """A stable id of the prompt (all turns), used to keep a prompt in one split only."""
-        text = json.dumps(self.prompt, ensure_ascii=False, sort_keys=True)
+        """A stable id of the prompt (all turns), used to keep a prompt in one split only. A repaired row keeps the
+        key of its prompt as read, so that the repair moved no pair between the splits the published runs used."""
+        text = json.dumps(self.split_prompt or self.prompt, ensure_ascii=False, sort_keys=True)
         return hashlib.sha1(text.encode()).hexdigest()
 
 
@@ -64,6 +74,9 @@ class PreferenceData:
     n_dropped: int = 0
     drop_reasons: dict[str, int] = field(default_factory=dict)
     development: list[PreferencePair] = field(default_factory=list)  # carved from train, to tune on
+    # pairs kept after a repair of their source row (over all pairs read, before any split or cap), and by what
+    n_repaired: int = 0
+    repair_reasons: dict[str, int] = field(default_factory=dict)
 
 
 class MalformedRow(ValueError):
@@ -77,13 +90,22 @@ class DataFileError(ValueError):
 # ----------------------------------------------------------------------------- HH-RLHF
 
 _HH_TURN = re.compile(r"\n\n(Human|Assistant):[ ]?")
+# Speaker names without their colon that stand alone: at the end of the transcript (cut after the word) or
+# right before the next real tag (an empty, doubled tag). 7 rows of the offline files have one; a name that
+# goes on with text ("\n\nHumans are...", the misspelt tag "\n\nHumans: ...") is not one and is left as it is.
+_HH_DANGLING_TAG = re.compile(r"(?:\n\n(?:Human|Assistant)[ \t]*)+(?=\n\n(?:Human|Assistant):|\s*\Z)")
+DANGLING_TAG_REPAIR = "dangling 'Human'/'Assistant' tag (no colon) removed"
 
 
-def parse_hh_transcript(text: str) -> list[dict]:
-    """Split an HH-RLHF transcript ("\\n\\nHuman: ...\\n\\nAssistant: ...") into chat turns."""
+def parse_hh_transcript(text: str, repair: bool = True) -> list[dict]:
+    """Split an HH-RLHF transcript ("\\n\\nHuman: ...\\n\\nAssistant: ...") into chat turns.
+
+    A dangling speaker tag without colon (`_HH_DANGLING_TAG`) is removed first (`repair`): it would otherwise end
+    the turn before it. A turn left empty by that is then caught like any empty turn.
+    """
     if not isinstance(text, str):
         raise MalformedRow("transcript is not a string")
-    parts = _HH_TURN.split(text)
+    parts = _HH_TURN.split(_HH_DANGLING_TAG.sub("", text) if repair else text)
     if parts[0].strip():
         raise MalformedRow("text before the first 'Human:' turn")
     messages = []
@@ -112,7 +134,8 @@ def _check_turns(prompt: list[dict], chosen: str, rejected: str) -> None:
 def hh_pair_from_row(row: dict) -> PreferencePair:
     """One HH-RLHF row {"chosen": transcript, "rejected": transcript} -> PreferencePair.
 
-    Both transcripts must share every turn but the final assistant turn.
+    Both transcripts must share every turn but the final assistant turn. A pair whose transcripts had a
+    dangling speaker tag removed says so in `repaired`.
     """
     if not isinstance(row, dict):
         raise MalformedRow("row is not a JSON object")
@@ -127,7 +150,11 @@ def hh_pair_from_row(row: dict) -> PreferencePair:
         raise MalformedRow("chosen and rejected differ before the final assistant turn")
     prompt = chosen[:-1]
     _check_turns(prompt, chosen[-1]["content"], rejected[-1]["content"])
-    return PreferencePair(tuple(prompt), chosen[-1]["content"], rejected[-1]["content"], "hh-rlhf")
+    if not any(_HH_DANGLING_TAG.search(row[key]) for key in ("chosen", "rejected")):
+        return PreferencePair(tuple(prompt), chosen[-1]["content"], rejected[-1]["content"], "hh-rlhf")
+    as_read = tuple(parse_hh_transcript(row["chosen"], repair=False)[:-1])
+    return PreferencePair(tuple(prompt), chosen[-1]["content"], rejected[-1]["content"], "hh-rlhf",
+                          repaired=DANGLING_TAG_REPAIR, split_prompt=as_read)
 
 
 def read_jsonl(path: Path) -> list:
@@ -284,6 +311,9 @@ def load_preference_data(cfg, source: str = "auto") -> PreferenceData:
     Args:
         cfg: a `DataConfig` (split size and seed, optional caps on the number of pairs).
         source: "hub" (HelpSteer2), "offline" (HH-RLHF) or "auto" (hub, else offline).
+
+    `n_dropped` / `drop_reasons` count the malformed rows left out, `n_repaired` / `repair_reasons` the pairs
+    kept after a repair of their row; both over every row read, before the split and the caps.
     """
     if source not in ("auto", "hub", "offline"):
         raise ValueError(f"unknown data source {source!r}; use 'auto', 'hub' or 'offline'")
@@ -303,6 +333,8 @@ def load_preference_data(cfg, source: str = "auto") -> PreferenceData:
         data = PreferenceData(
             train, val, "offline:hh-rlhf-helpful-test", sum(dropped.values()), dict(dropped)
         )
+    repairs = Counter(p.repaired for p in data.train + data.validation if p.repaired)
+    data.n_repaired, data.repair_reasons = sum(repairs.values()), dict(repairs)
     if cfg.n_development:  # before the cap: the training pairs a profile keeps exclude the development prompts
         data.train, data.development = split_by_prompt(data.train, cfg.n_development, cfg.split_seed + 2)
     if cfg.max_train_pairs is not None:

@@ -142,6 +142,34 @@ def packed_mask(mask, segments, path=None):
 
 
 @styled
+def bandit_runs(runs: dict, path=None, title="Two-armed bandit: P(better arm) per step"):
+    """label -> list of `toys.bandit` p_good curves (one per seed): each seed thin, their mean thick."""
+    fig, ax = plt.subplots(figsize=(6.5, 3.4))
+    for i, (label, curves) in enumerate(runs.items()):
+        for curve in curves:
+            ax.plot(curve, color=f"C{i}", lw=0.6, alpha=0.35)
+        ax.plot(np.mean(curves, axis=0), color=f"C{i}", lw=2.2, label=f"{label} (mean of {len(curves)} seeds)")
+    ax.set(xlabel="step", ylabel="P(better arm)", ylim=(0, 1.02), title=title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+@styled
+def live_rewards(rewards: list, path=None, title="REINFORCE on the rule reward, live"):
+    """Per iteration, each reply's reward (dots) and their mean (line): `rewards` is a list of (batch,) arrays."""
+    fig, ax = plt.subplots(figsize=(6.5, 3.4))
+    for it, r in enumerate(rewards, start=1):
+        ax.scatter(np.full(len(r), it), r, s=8, color="0.6", alpha=0.6)
+    ax.plot(range(1, len(rewards) + 1), [np.mean(r) for r in rewards], color="#1d3557", lw=2, marker="o",
+            label="batch mean")
+    ax.set(xlabel="iteration", ylabel="reward", title=title)
+    ax.legend()
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+@styled
 def reinforce_curves(histories: dict, window: int = 10, path=None):
     """Reward, KL to SFT and reply length per iteration, one line per run."""
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))

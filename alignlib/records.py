@@ -233,6 +233,36 @@ def records_here_or_published(names, profile: str) -> tuple[str, dict[str, dict]
         return PUBLISHED, records
 
 
+def made_by(record: dict) -> str:
+    """Who made a record, for its label: "<date>, code <version>, <machine>, <minutes> min"."""
+    machine_name = ", ".join(record.get("hardware", "unknown machine").split(", ")[:2])
+    return (f"{record['created'][:10]}, code {record['code_version']}, {machine_name}, "
+            f"{record['wall_time_s'] / 60:.0f} min")
+
+
+def published_record(name: str) -> dict:
+    """The committed record `name` of the `PUBLISHED` profile, saying so with who made it (`made_by`): what a
+    notebook shows instead of training a long run (`runs.train_long_runs`)."""
+    record = read_record(name, PUBLISHED)
+    print(f"[alignlib] {name}: the PUBLISHED {PUBLISHED!r} record, not a run of this machine ({made_by(record)})")
+    return record
+
+
+def cost_note(name: str) -> str:
+    """What training run `name` costs, from the records that measured it: the published `PUBLISHED` one (a
+    2-core CPU) and the `full` profile's (a GPU), or "not measured" where there is none."""
+    costs = []
+    for profile in (PUBLISHED, "full"):
+        path = resolve(f"results/{profile}/{name}.json")
+        if path.exists():
+            record = json.loads(path.read_text())
+            where = ", ".join(record.get("hardware", "unknown machine").split(", ")[:2])
+            costs.append(f"{record['wall_time_s'] / 60:.0f} min at {profile!r} on {where}")
+        else:
+            costs.append(f"not measured at {profile!r}" + (" (a GPU)" if profile == "full" else ""))
+    return f"{name}: " + "; ".join(costs)
+
+
 REUSE_ENV = "ALIGNLIB_REUSE_RUNS"
 # settings that name an input by its folder (a saved reward model): compared by the digest of its weights instead,
 # so that the same weights found in another folder (a fresh clone's published copy) count as the same input

@@ -11,14 +11,51 @@ process evaluates, saves and writes the record; the other processes' runs return
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from . import evaluate, machine, models, precision, prompts, records, reinforce_loop, reward_model_loop, scoring, tracking
+from . import data, evaluate, machine, models, precision, prompts, records, reinforce_loop, reward_model_loop, scoring, tracking
 from .config import RELOAD_CHECK_PAIRS
+
+
+TRAIN_ENV = "ALIGNLIB_TRAIN"
+
+
+def train_long_runs(choice: bool | None, profile, names) -> bool:
+    """The one switch of a notebook: train its long runs (`names`, the records they write) here, or show the
+    published records. `choice` True or False decides; None takes ``$ALIGNLIB_TRAIN`` when it is set
+    (`make report` sets 1), else trains on a GPU and at the smoke profile (seconds) and shows the published
+    records on a CPU (hours there). Prints what each run costs where it was measured (`records.cost_note`)."""
+    if choice is None and os.environ.get(TRAIN_ENV, "").strip():
+        setting = os.environ[TRAIN_ENV].strip().lower()
+        if setting not in ("1", "true", "yes", "0", "false", "no"):
+            raise ValueError(f"${TRAIN_ENV}={os.environ[TRAIN_ENV]!r}: use 1 (train the long runs) or 0 (show the "
+                             "published records)")
+        choice = setting in ("1", "true", "yes")
+    device = machine.device()
+    train = choice if choice is not None else (device.type == "cuda" or profile.name == "smoke")
+    print("What the long runs of this notebook cost, measured:")
+    for name in names:
+        print("  " + records.cost_note(name))
+    if train:
+        print(f"-> training them here ({device.type}, profile {profile.name!r})")
+    else:
+        print(f"-> showing the published {records.PUBLISHED!r} records instead ({device.type}): set TRAIN = True "
+              f"(or ${TRAIN_ENV}=1) to train them here")
+    return train
+
+
+def follow_published(name: str) -> str:
+    """Make this process use the SFT weights and the preference data that the published reward model `name`
+    learned on (`models.follow_weights_of`), so that a notebook showing it scores what it was trained on;
+    returns the `data.load_preference_data` source to load."""
+    notes = models.reward_model_notes(records.resolve(f"results/{records.PUBLISHED}/adapters/{name}"))
+    models.follow_weights_of(notes)
+    return data.source_setting(notes.get("data_source"))
 
 
 def start(seed: int) -> None:
@@ -125,6 +162,19 @@ def reused_reward_model(record: dict, profile, cfg, tokenizer, prefs) -> tuple[d
                            "to train it again")
     print(f"[alignlib] {record['name']}: validation pairs scored again: accuracy {metrics['val_accuracy']:.4f} as "
           f"recorded (largest margin difference {diff:.1e})")
+    return record, model, val
+
+
+def published_reward_model(name: str, profile, cfg, tokenizer, prefs, pairs: int = 64) -> tuple[dict, object, dict]:
+    """`reward_model_run`'s return without training it: the published record (`records.published_record`),
+    the reward model it saved, and the first `pairs` validation pairs scored by it now (`scoring.pair_rewards`
+    output), for the plots; the record holds the metrics of every validation pair. `prefs` must be the data
+    the model learned on (`follow_published`)."""
+    record = records.published_record(name)
+    model = models.load_reward_model(records.resolve(record["adapter"]), cfg.num_labels,
+                                     data_source=prefs.source).eval()
+    _, val = evaluate.validation_metrics(model, tokenizer, prefs.validation[:pairs], profile.data.max_length, cfg)
+    print(f"[alignlib] {name}: the first {len(val['chosen'])} validation pairs scored again for the plots below")
     return record, model, val
 
 

@@ -1,5 +1,6 @@
 import gzip
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -48,6 +49,63 @@ def test_rows_are_dropped_and_counted_never_mangled():
     bad = {"chosen": GOOD["chosen"]}
     pairs, dropped = data.pairs_from_rows([GOOD, bad, GOOD], data.hh_pair_from_row)
     assert len(pairs) == 2 and dropped == {"missing field 'rejected'": 1}
+
+
+# a speaker tag as a turn boundary, or standing alone without its colon: neither may be left inside a turn
+SPEAKER_TAG = re.compile(r"\n\n(Human|Assistant)(:|[ \t]*(\n|$))")
+
+
+def texts_of(pair):
+    return [m["content"] for m in pair.prompt] + [pair.chosen, pair.rejected]
+
+
+def test_a_dangling_speaker_tag_is_removed_and_the_pair_says_so():
+    """The offline files' defect: "Human" without its colon, doubled before the next turn or at the very end."""
+    prompt = hh(("Human", "Hi"), ("Assistant", "Hello!")) + "\n\nHuman" + hh(("Human", "Tell me a joke"))
+    row = {"chosen": prompt + hh(("Assistant", "Why did...")) + "\n\nHuman",
+           "rejected": prompt + hh(("Assistant", "No.\n\nHumans are funny.\n\nHumans: tell another"))}
+    pair = data.hh_pair_from_row(row)
+    assert pair.prompt == data.hh_pair_from_row(GOOD).prompt
+    assert pair.chosen == "Why did..." and not any(SPEAKER_TAG.search(t) for t in texts_of(pair))
+    assert pair.rejected == "No.\n\nHumans are funny.\n\nHumans: tell another"  # the reply's own words stay
+    assert pair.repaired == data.DANGLING_TAG_REPAIR and data.hh_pair_from_row(GOOD).repaired == ""
+    # the split keys the prompt as read, so the repair moved no pair between the splits of the published runs
+    assert pair.prompt_key != data.hh_pair_from_row(GOOD).prompt_key
+    assert pair.prompt_key == data.PreferencePair(tuple(data.parse_hh_transcript(row["chosen"], repair=False)[:-1]),
+                                                  "", "", "hh-rlhf").prompt_key
+    assert data.parse_hh_transcript("\n\nHuman: Hi\n\nAssistant: Hello\n\nHuman  \n\nAssistant\n\n") == [
+        {"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]
+
+
+@pytest.mark.parametrize("chosen_end, reason", [
+    (hh(("Assistant", "")) + "\n\nHuman", "empty response"),  # nothing but the tag was left of the reply
+    ("\n\nAssistant", "end with an assistant"),  # cut after the word: no reply at all
+])
+def test_a_reply_the_repair_leaves_empty_drops_the_row(chosen_end, reason):
+    with pytest.raises(MalformedRow, match=reason):
+        data.hh_pair_from_row({"chosen": hh(("Human", "Hi")) + chosen_end,
+                               "rejected": hh(("Human", "Hi"), ("Assistant", "b"))})
+
+
+def test_the_repaired_pairs_are_counted(monkeypatch):
+    dangling = {"chosen": hh(("Human", "Hey"), ("Assistant", "Hello!")) + "\n\nHuman",
+                "rejected": hh(("Human", "Hey"), ("Assistant", "No."))}
+    pairs, dropped = data.pairs_from_rows([GOOD, dangling, {"chosen": GOOD["chosen"]}], data.hh_pair_from_row)
+    monkeypatch.setattr(data, "load_hh_rlhf", lambda: (pairs, dropped))
+    cfg = config.with_overrides(config.DataConfig(), n_validation=1, max_train_pairs=0)
+    d = data.load_preference_data(cfg, source="offline")
+    assert (d.n_repaired, d.repair_reasons) == (1, {data.DANGLING_TAG_REPAIR: 1})  # before the cap of 0 pairs
+    assert (d.n_dropped, d.drop_reasons) == (1, {"missing field 'rejected'": 1})
+
+
+def test_no_turn_of_the_offline_data_keeps_a_speaker_tag():
+    """7 rows of the shipped files have a dangling "Human" tag; all 7 are repaired, kept and counted."""
+    cfg = config.with_overrides(config.get_profile("cpu").data, max_train_pairs=None)
+    d = data.load_preference_data(cfg, source="offline")
+    pairs = d.train + d.development + d.validation
+    assert [t for p in pairs for t in texts_of(p) if SPEAKER_TAG.search(t)] == []
+    assert (d.n_repaired, d.repair_reasons) == (7, {data.DANGLING_TAG_REPAIR: 7}) and d.n_dropped == 64
+    assert sum(bool(p.repaired) for p in pairs) == 7
 
 
 def test_not_json_lines_names_file_and_line(tmp_path):

@@ -75,3 +75,17 @@ def test_a_record_carries_the_code_its_process_loaded_not_the_checkout_at_the_en
     runs.start(0)  # the run starts: "aaa..." is the checkout's code now
     path = write("long_run", {"accuracy": 0.5})  # the checkout has moved on to "bbb..." meanwhile
     assert json.loads(path.read_text())["code_version"] == "aaaaaaaaaaaa"
+
+
+def test_a_published_record_says_who_made_it(capsys):
+    record = records.published_record("rm_scalar")
+    shown = capsys.readouterr().out
+    assert "PUBLISHED 'cpu' record, not a run of this machine" in shown
+    assert record["code_version"] in shown and record["created"][:10] in shown
+    assert f"{record['wall_time_s'] / 60:.0f} min" in shown
+
+
+def test_cost_note_gives_the_measured_cost_or_says_it_was_not_measured():
+    note = records.cost_note("rm_scalar")  # published at cpu, and measured on a GPU at full
+    assert "at 'cpu' on" in note and "at 'full' on NVIDIA" in note
+    assert "not measured at 'full' (a GPU)" in records.cost_note("reinforce_ema")

@@ -3,6 +3,7 @@
 
 import numpy as np
 import pytest
+import torch
 
 from alignlib import config, prompts, records, runs
 from alignlib.data import PreferencePair
@@ -184,3 +185,27 @@ def test_a_reused_reinforce_run_returns_its_record_without_training(tmp_path, mo
     weights.write_bytes(b"a reward model trained again since")  # same folder, other weights: trained
     with pytest.raises(KeyError, match="trains"):
         runs.reinforce_run("reinforce_x", smoke, cfg, setup, extra_config={"mode": "a"})
+
+
+@pytest.mark.parametrize("profile_name, device, expected", [("cpu", "cpu", False), ("cpu", "cuda", True),
+                                                           ("full", "cuda", True), ("smoke", "cpu", True)])
+def test_train_long_runs_trains_on_a_gpu_and_shows_the_published_records_on_a_cpu(monkeypatch, profile_name, device,
+                                                                                  expected, capsys):
+    monkeypatch.delenv(runs.TRAIN_ENV, raising=False)
+    monkeypatch.setattr(runs.machine, "device", lambda: torch.device(device))
+    assert runs.train_long_runs(None, config.get_profile(profile_name), ["rm_scalar"]) is expected
+    out = capsys.readouterr().out
+    assert "rm_scalar:" in out and ("training them here" if expected else "set TRAIN = True") in out
+
+
+def test_train_long_runs_follows_the_choice_then_the_environment(monkeypatch):
+    monkeypatch.setattr(runs.machine, "device", lambda: torch.device("cpu"))
+    cpu = config.get_profile("cpu")
+    monkeypatch.setenv(runs.TRAIN_ENV, "1")
+    assert runs.train_long_runs(None, cpu, []) is True
+    assert runs.train_long_runs(False, cpu, []) is False  # the notebook's own switch wins
+    monkeypatch.setenv(runs.TRAIN_ENV, "0")
+    assert runs.train_long_runs(None, config.get_profile("smoke"), []) is False
+    monkeypatch.setenv(runs.TRAIN_ENV, "maybe")
+    with pytest.raises(ValueError, match="use 1"):
+        runs.train_long_runs(None, cpu, [])
