@@ -36,7 +36,10 @@ HISTORY_KEYS = ("step", "train/loss", "reward/mean", "reward/std", "advantage/ba
 
 
 def prompt_stream(prompts: list, batch: int, seed: int):
-    """Endless batches of prompts: a fresh shuffle each pass over the prompt pool."""
+    """Endless batches of prompts: a fresh shuffle each pass over the prompt pool (of at least `batch` prompts)."""
+    if not 0 < batch <= len(prompts):
+        raise ValueError(f"batches of {batch} prompts cannot be drawn from {len(prompts)} prompts: use a batch of at "
+                         f"most {len(prompts)} or more prompts")
     rng = random.Random(seed)
     while True:
         order = list(range(len(prompts)))

@@ -133,6 +133,16 @@ def test_cost() -> str:
             f"smoke {studies / 60:.1f} min; fresh clone, commit {t['commit']}, {t['measured']})")
 
 
+def learner_cost() -> str:
+    """Each notebook top to bottom with a learner's defaults on a fresh clone, from results/learner_path.json."""
+    t = load("results/learner_path.json")
+    if t is None:
+        return "not measured yet (`python -m report.learner_path`)"
+    parts = ", ".join(f"{name.split('_')[0]} {s / 60:.1f}" for name, s in t["seconds"].items())
+    return (f"**{max(t['seconds'].values()) / 60:.1f} min** at most per notebook ({parts} min) on {t['machine']} "
+            f"(profile `{t['profile']}`, fresh clone, commit {t['commit']}, {t['measured']})")
+
+
 def report_cost(profile: str) -> str:
     """`make report` at `profile`: the sum of its notebooks' run records' `wall_time_s`, where all exist."""
     made = records(profile, needed(profile))
@@ -149,6 +159,8 @@ def costs(profile: str) -> str:
     """The two commands' cost: measured on a CPU, and on a GPU where the records hold a measurement."""
     return "\n".join(md_table(["command", "CPU", "GPU"], [
         ["`make test`", test_cost(), "not measured yet"],
+        ["the notebooks, as a learner runs them (long runs shown from their published records on a CPU)",
+         learner_cost(), "trains every run: as `make report`"],
         [f"`make report` (`{profile}` profile on a CPU, `full` on a GPU)", report_cost(profile), report_cost("full")]]) + [
         "", f"`make report`'s time adds up the `wall_time_s` of the {len(NEEDED)} run records of the notebooks (model "
         "loading between runs not counted), each on the machine its record names."])

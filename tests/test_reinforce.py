@@ -150,3 +150,8 @@ def test_prompt_stream_is_seeded():
         return [next(stream) for _ in range(6)]
 
     assert first_batches(0) == first_batches(0) and first_batches(0) != first_batches(1)
+
+
+def test_prompt_stream_refuses_a_batch_larger_than_the_pool_instead_of_waiting_forever():
+    with pytest.raises(ValueError, match="batches of 8 prompts cannot be drawn from 3"):
+        next(reinforce_loop.prompt_stream(list(range(3)), 8, seed=0))
