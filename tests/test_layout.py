@@ -225,3 +225,19 @@ def test_the_colab_cell_is_the_same_everywhere_and_safe_to_run_twice(tmp_path, m
     assert [line for magic, line in calls if magic == "cd"] == [f"{tmp_path}/course/notebooks"] * 2
     assert sys.path.count(f"{tmp_path}/course") == 1
     assert os.environ["ALIGNLIB_RESULTS_DIR"] == f"{tmp_path}/drive/MyDrive/smollm2-rlhf"
+
+
+def test_the_notebooks_hold_at_least_8_exercises_each_checked_by_a_tested_check():
+    """Each cell tagged `exercise` leaves a stub to the learner and calls one check of `alignlib.exercises`."""
+    from alignlib import exercises
+
+    checked = []
+    for notebook in NOTEBOOKS:
+        for cell in json.loads(notebook.read_text())["cells"]:
+            if "exercise" in cell.get("metadata", {}).get("tags", []):
+                src = "".join(cell["source"])
+                names = re.findall(r"exercises\.check_(\w+)\(", src)
+                assert len(names) == 1 and names[0] in exercises.EXERCISES, f"{notebook.name}: {src[:80]}"
+                assert "raise NotImplementedError" in src, f"{notebook.name}: the exercise {names[0]} has no stub"
+                checked.append(names[0])
+    assert len(checked) >= 8 and len(set(checked)) == len(checked), checked
