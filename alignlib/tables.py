@@ -38,17 +38,3 @@ def seeds_table(summary: dict, labels: dict):
                 "KL: mean": a["kl_to_sft"]["mean"], "KL: sd": a["kl_to_sft"]["sd"]}
         rows[labels.get(name, name)] = row
     return pd.DataFrame(rows).T
-
-
-def rankings_table(summary: dict, labels: dict):
-    """Each ranking the report makes, A minus B over seeds, and whether it holds."""
-    return pd.DataFrame([{"A": labels.get(r["a"], r["a"]), "B": labels.get(r["b"], r["b"]), "metric": r["metric"],
-                          "A - B": r["diff"], "95% CI over seeds": r["ci95"], "holds": r["holds"]} for r in summary["rankings"]])
-
-
-def overoptimization_table(summary: dict, labels: dict):
-    """One row per (policy, iteration): KL to SFT, proxy and judge gain (SFT-reward sds), judge win-rate."""
-    return pd.DataFrame([{"policy": labels.get(name, name), "iteration": p["iteration"], "KL to SFT": p["kl_to_sft"],
-                          "proxy gain (sd)": p["proxy_gain_sd"], "judge gain (sd)": p["judge_gain_sd"],
-                          "judge win-rate": p["judge_win_rate"], "length": p["length_rl"]}
-                         for name, run in summary["policies"].items() for p in run["points"]]).set_index(["policy", "iteration"])

@@ -160,7 +160,7 @@ def costs(profile: str) -> str:
     return "\n".join(md_table(["command", "CPU", "GPU"], [
         ["`make test`", test_cost(), "not measured yet"],
         ["the notebooks, as a learner runs them (long runs shown from their published records on a CPU)",
-         learner_cost(), "trains every run: as `make report`"],
+         learner_cost(), "trains every run (the default on a GPU): the runs' own costs below"],
         [f"`make report` (`{profile}` profile on a CPU, `full` on a GPU)", report_cost(profile), report_cost("full")]]) + [
         "", f"`make report`'s time adds up the `wall_time_s` of the {len(NEEDED)} run records of the notebooks (model "
         "loading between runs not counted), each on the machine its record names."])

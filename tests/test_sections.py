@@ -103,6 +103,11 @@ def test_costs_give_make_test_and_make_report_measured_and_never_a_gpu_figure_th
     assert "not measured yet (0 of 10 runs recorded in `results/full/`)" in report_row
     (root / "results" / "timings.json").unlink()
     assert "not measured yet" in sections.test_cost()
+    assert "not measured yet (`python -m report.learner_path`)" in sections.learner_cost()
+    write(root, "learner_path", {"seconds": {"01_data": 102.0, "03_reinforce": 183.0}, "profile": "cpu", "commit": "f00",
+                                 "measured": "2026-12-06", "machine": "AMD EPYC, 2 CPU cores"})
+    learner_row = next(line for line in sections.costs("cpu").splitlines() if "as a learner runs them" in line)
+    assert "**3.0 min** at most per notebook (01 1.7, 03 3.0 min) on AMD EPYC, 2 CPU cores" in learner_row
 
 
 def test_studies_show_the_ablation_the_rankings_verdicts_and_the_judges_course(root):
