@@ -9,6 +9,7 @@
     python -m alignlib rm-ablation             # make rm-ablation (the studies: see alignlib/studies.py)
     python -m alignlib seeds                   # make seeds
     python -m alignlib overoptimization        # make overoptimization
+    python -m alignlib sft-lengths --budget 512  # SFT's held-out replies with room to end: their lengths
     python -m alignlib gpu-check [--dry-run]   # make gpu-check (see alignlib/gpu_check.py)
 
 The run profile is ``--profile``, else ``$ALIGNLIB_PROFILE`` (default: full with CUDA, else cpu),
@@ -34,7 +35,7 @@ if TYPE_CHECKING:
 
 DEFAULT_NAMES = {1: "rm_scalar", 10: "rm_prob"}
 PROFILES = ("full", "cpu", "smoke")  # config.PROFILES (tests/test_cli.py checks they agree)
-STUDIES = ("rm-ablation", "seeds", "overoptimization")
+STUDIES = ("rm-ablation", "seeds", "overoptimization", "sft-lengths")
 
 
 def parse(argv=None) -> argparse.Namespace:
@@ -62,6 +63,9 @@ def parse(argv=None) -> argparse.Namespace:
     seeds.add_argument("--runs", nargs="+", help="default: every run of summaries.SEEDED_RUNS")
     commands.add_parser("overoptimization", help="a proxy and a held-out judge reward model, and REINFORCE "
                         "against the proxy judged along the way", parents=[common])
+    lengths = commands.add_parser("sft-lengths", help="the SFT model's replies to the held-out prompts with room "
+                                  "to end their turn: lengths, and the cap within which 90%% end", parents=[common])
+    lengths.add_argument("--budget", type=int, default=512, help="new tokens each reply may take (default 512)")
     commands.add_parser("gpu-check", help="on a CUDA GPU: the tests that apply there and short runs at the full "
                         "profile's settings (its own options: python -m alignlib gpu-check --help)", add_help=False)
     return parser.parse_args(argv)
@@ -111,6 +115,8 @@ def study(args) -> None:
     elif args.command == "seeds":
         studies.reinforce_seeds(profile, args.runs or summaries.SEEDED_RUNS)
         summaries.write_seeds_summary(profile.name)
+    elif args.command == "sft-lengths":
+        print(json.dumps(studies.sft_reply_lengths(profile, args.budget), indent=1))
     else:
         studies.overoptimization(profile)
 

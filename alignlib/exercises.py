@@ -31,7 +31,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from alignlib import solutions as S
+from . import solutions as S
 
 SOLUTIONS_ENV = "ALIGNLIB_SOLUTIONS"
 

@@ -235,6 +235,28 @@ def gain_by_ending(rewards_sft, rewards_rl, ended_sft, ended_rl) -> dict:
             for name, m in groups.items()}
 
 
+def ended_within(lengths, ended, caps) -> dict:
+    """The share of replies that closed their turn within each cap on new tokens.
+
+    Args:
+        lengths: (n,) reply lengths in tokens, up to and including the end-of-turn token when there is one;
+        ended: (n,) bools, whether the reply closed its turn within the budget it was sampled with;
+        caps: token caps, each at most that budget.
+    Returns:
+        {cap: share of the n replies that ended within `cap` tokens}.
+    """
+    lengths, ended = np.asarray(lengths), np.asarray(ended, bool)
+    return {int(cap): float((ended & (lengths <= cap)).mean()) for cap in caps}
+
+
+def cap_for_share(lengths, ended, share: float = 0.9) -> int | None:
+    """The smallest cap on new tokens within which at least `share` of the replies close their turn, or None when
+    fewer than that ended within the budget they were sampled with. (n,) lengths and ended as in `ended_within`."""
+    done = np.sort(np.asarray(lengths)[np.asarray(ended, bool)])
+    needed = int(np.ceil(share * len(lengths) - 1e-9))
+    return int(done[needed - 1]) if 0 < needed <= done.size else None
+
+
 def distribution_report(logits_chosen, logits_rejected) -> dict:
     """How a distributional reward model uses its scores 1..n on a set of pairs.
 

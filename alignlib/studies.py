@@ -4,6 +4,7 @@
     python -m alignlib rm-ablation --variants all_linear
     python -m alignlib seeds                            # make seeds (after the notebooks' runs)
     python -m alignlib overoptimization                 # make overoptimization (after notebook 03)
+    python -m alignlib sft-lengths --budget 512         # how long SFT's held-out replies are, uncut
 
 Each run writes its own record (results/<profile>/<study>/<variant>.json) as soon as it ends, and
 continues from its checkpoint when interrupted; a run this code already recorded with the same
@@ -25,7 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import config, data, machine, models, records, reinforce_loop, runs, scoring, stats, summaries, tracking
+from . import (config, data, evaluate, machine, models, prompts, records, reinforce_loop, runs, scoring, stats, summaries,
+               tracking)
 from .config import OVEROPT_POLICIES
 from .summaries import OVEROPT_DIR, RM_ABLATION_DIR, SEEDED_RUNS, SEEDS_DIR
 
@@ -187,3 +189,32 @@ def overoptimization(profile) -> None:
                     "settings_of": base}
         overopt_run(f"{OVEROPT_DIR}/{base}", profile, cfg, setup, judge.score, every, settings)
     summaries.write_overoptimization_summary(profile.name)
+
+
+def sft_reply_lengths(profile, budget: int = 512) -> dict:
+    """The SFT model's replies to the held-out evaluation prompts with room for `budget` new tokens: how long they
+    are, how many close their turn within each cap, and the cap within which 90% do -> results/<profile>/
+    sft_reply_lengths.json. The evaluation's reply budget is chosen from it. Same prompts, weights, data, decoding
+    and seeds as the runs' evaluation (`evaluate.generate_for_eval`), so the first `max_new_tokens` tokens of each
+    reply are those the runs judged."""
+    adapter = records.find_adapter(profile.name, "rm_scalar")
+    notes = models.reward_model_notes(adapter)  # the weights and data of the runs' evaluation
+    models.follow_weights_of(notes)
+    tokenizer = models.load_tokenizer()
+    prefs = data.load_preference_data(config.with_overrides(profile.data, max_train_pairs=None),
+                                      source=data.source_setting(notes.get("data_source")))
+    cfg = config.with_overrides(profile.reinforce, max_new_tokens=budget)
+    clock, policy = machine.Timer(), models.load_policy()
+    gen = evaluate.generate_for_eval(policy, tokenizer, prompts.evaluation_prompts(prefs.validation, tokenizer, cfg), cfg)
+    lengths = [len(t) for t in gen["tokens"]]
+    caps = [c for c in (64, 96, 128, 192, 256, 384) if c < budget] + [budget]
+    metrics = {"n_prompts": len(lengths), "budget": budget, "training_cap": profile.reinforce.max_new_tokens,
+               "ended_within": stats.ended_within(lengths, gen["ended"], caps),
+               "cap_for_90pct_ended": stats.cap_for_share(lengths, gen["ended"], 0.9),
+               "median_length_of_ended": (float(np.median([n for n, e in zip(lengths, gen["ended"]) if e]))
+                                          if any(gen["ended"]) else None)}
+    records.write_record("sft_reply_lengths", profile.name, model_source=models.source_of(policy),
+                         data_source=prefs.source, seed=config.EVAL_SEED, wall_time_s=clock.elapsed,
+                         config={"reinforce": dataclasses.asdict(cfg)}, metrics=metrics, amp=cfg.amp,
+                         lengths=lengths, ended=gen["ended"])
+    return metrics

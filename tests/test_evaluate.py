@@ -186,3 +186,13 @@ def test_generation_and_the_kl_pass_show_one_bar_counting_the_prompts(tiny_polic
     assert [b.kwargs["desc"] for b in bars.made] == ["generating replies", "KL to reference", "generating replies"]
     assert all(b.kwargs["total"] == 3 and b.updates == [2, 1] for b in bars.made)  # batches of 2, then 1
     assert [b.kwargs["disable"] for b in bars.made] == [False, False, True]
+
+
+def test_ended_within_and_the_cap_that_lets_a_share_of_the_replies_end():
+    # five replies: ended at 20, 90 and 300 tokens; two still going at the budget of 512
+    lengths, ended = [20, 90, 300, 512, 512], [True, True, True, False, False]
+    assert stats.ended_within(lengths, ended, [96, 256, 512]) == {96: 0.4, 256: 0.4, 512: 0.6}
+    assert stats.cap_for_share(lengths, ended, 0.6) == 300  # 3 of 5 end within 300 tokens
+    assert stats.cap_for_share(lengths, ended, 0.4) == 90
+    assert stats.cap_for_share(lengths, ended, 0.9) is None  # only 3 of 5 ever ended
+    assert stats.cap_for_share([5, 7], [True, True], 0.9) == 7
