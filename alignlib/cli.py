@@ -94,11 +94,9 @@ def train(args) -> dict | None:
                                      publish=args.publish)[0]
     name, cfg = reinforce_config(profile, args)
     adapter = records.find_adapter(profile.name, args.reward_model)
-    notes = models.reward_model_notes(adapter)  # the policy and the prompts follow what the RM learned on
-    models.follow_weights_of(notes)
+    source = runs.follow_reward_model(adapter)  # the policy and the prompts follow what the RM learned on
     tokenizer = models.load_tokenizer()
-    prefs = data.load_preference_data(config.with_overrides(profile.data, max_train_pairs=None),
-                                      source=data.source_setting(notes.get("data_source")))
+    prefs = data.load_preference_data(config.with_overrides(profile.data, max_train_pairs=None), source=source)
     scorer = scoring.load_scorer(adapter, tokenizer, profile, cfg.amp, data_source=prefs.source)
     return runs.reinforce_run(name, profile, cfg, runs.reinforce_setup(profile, tokenizer, scorer.score, adapter, prefs))
 

@@ -233,10 +233,14 @@ def records_here_or_published(names, profile: str) -> tuple[str, dict[str, dict]
         return PUBLISHED, records
 
 
+def machine_of(record: dict) -> str:
+    """The short name of the machine a record was made on, for a label (e.g. "AMD EPYC (x86_64, AVX2)")."""
+    return ", ".join(record.get("hardware", "unknown machine").split(", ")[:2])
+
+
 def made_by(record: dict) -> str:
     """Who made a record, for its label: "<date>, code <version>, <machine>, <minutes> min"."""
-    machine_name = ", ".join(record.get("hardware", "unknown machine").split(", ")[:2])
-    return (f"{record['created'][:10]}, code {record['code_version']}, {machine_name}, "
+    return (f"{record['created'][:10]}, code {record['code_version']}, {machine_of(record)}, "
             f"{record['wall_time_s'] / 60:.0f} min")
 
 
@@ -253,13 +257,12 @@ def cost_note(name: str) -> str:
     2-core CPU) and the `full` profile's (a GPU), or "not measured" where there is none."""
     costs = []
     for profile in (PUBLISHED, "full"):
-        path = resolve(f"results/{profile}/{name}.json")
-        if path.exists():
-            record = json.loads(path.read_text())
-            where = ", ".join(record.get("hardware", "unknown machine").split(", ")[:2])
-            costs.append(f"{record['wall_time_s'] / 60:.0f} min at {profile!r} on {where}")
-        else:
+        try:
+            record = read_record(name, profile)
+        except MissingRecordError:
             costs.append(f"not measured at {profile!r}" + (" (a GPU)" if profile == "full" else ""))
+            continue
+        costs.append(f"{record['wall_time_s'] / 60:.0f} min at {profile!r} on {machine_of(record)}")
     return f"{name}: " + "; ".join(costs)
 
 

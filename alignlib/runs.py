@@ -49,13 +49,18 @@ def train_long_runs(choice: bool | None, profile, names) -> bool:
     return train
 
 
-def follow_published(name: str) -> str:
-    """Make this process use the SFT weights and the preference data that the published reward model `name`
-    learned on (`models.follow_weights_of`), so that a notebook showing it scores what it was trained on;
-    returns the `data.load_preference_data` source to load."""
-    notes = models.reward_model_notes(records.resolve(f"results/{records.PUBLISHED}/adapters/{name}"))
+def follow_reward_model(adapter: Path | str) -> str:
+    """Make this process use the SFT weights that the reward model saved at `adapter` learned on
+    (`models.follow_weights_of`); returns the `data.load_preference_data` source of the data it learned on. A run
+    against a reward model, or one showing it, takes its policy, prompts and pairs from what it was trained on."""
+    notes = models.reward_model_notes(records.resolve(adapter))
     models.follow_weights_of(notes)
     return data.source_setting(notes.get("data_source"))
+
+
+def follow_published(name: str) -> str:
+    """`follow_reward_model` of the published reward model `name`, for a notebook that shows it."""
+    return follow_reward_model(f"results/{records.PUBLISHED}/adapters/{name}")
 
 
 def start(seed: int) -> None:

@@ -197,12 +197,9 @@ def sft_reply_lengths(profile, budget: int = 512) -> dict:
     sft_reply_lengths.json. The evaluation's reply budget is chosen from it. Same prompts, weights, data, decoding
     and seeds as the runs' evaluation (`evaluate.generate_for_eval`), so the first `max_new_tokens` tokens of each
     reply are those the runs judged."""
-    adapter = records.find_adapter(profile.name, "rm_scalar")
-    notes = models.reward_model_notes(adapter)  # the weights and data of the runs' evaluation
-    models.follow_weights_of(notes)
+    source = runs.follow_reward_model(records.find_adapter(profile.name, "rm_scalar"))  # the evaluation's weights, data
     tokenizer = models.load_tokenizer()
-    prefs = data.load_preference_data(config.with_overrides(profile.data, max_train_pairs=None),
-                                      source=data.source_setting(notes.get("data_source")))
+    prefs = data.load_preference_data(config.with_overrides(profile.data, max_train_pairs=None), source=source)
     cfg = config.with_overrides(profile.reinforce, max_new_tokens=budget)
     clock, policy = machine.Timer(), models.load_policy()
     gen = evaluate.generate_for_eval(policy, tokenizer, prompts.evaluation_prompts(prefs.validation, tokenizer, cfg), cfg)
