@@ -5,7 +5,7 @@
 #              then build report/report.pdf from the run records (at cpu, also the README's and docs' sections)
 #              REUSE=1: continue an execution that stopped (e.g. a session that ended): a run this code already
 #              recorded with the same settings, in the same precision, is not trained again (records.reusable);
-#              NOTEBOOKS="notebooks/03_reinforce.ipynb ..." executes only those
+#              NOTEBOOKS="notebooks/03_reinforce.ipynb ..." executes only those; SKIP_BUILD=1 leaves the report alone
 # make lab     open the notebooks in JupyterLab (installed on first use; make setup leaves it out)
 # make gpu-check  on a CUDA GPU: unit tests, 50 fp16 RM steps, 20 REINFORCE iterations -> results/full/gpu_check.json
 
@@ -15,8 +15,9 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.alignlib-setup
 NOTEBOOKS := $(sort $(wildcard notebooks/0*.ipynb))
 REUSE ?=
+SKIP_BUILD ?=
 
-.PHONY: setup test report bench mutants rm-ablation seeds overoptimization gpu-check colab-links lab
+.PHONY: setup test report rerun bench mutants rm-ablation seeds overoptimization gpu-check colab-links lab
 
 setup: $(STAMP)
 
@@ -50,8 +51,15 @@ report: setup
 	    --ExecutePreprocessor.timeout=-1 "$$nb"; \
 	  $(PY) -m report.relative_paths "$$written/$$(basename $$nb)"; \
 	done; \
+	if [ -n "$(SKIP_BUILD)" ]; then exit 0; fi; \
 	ALIGNLIB_PROFILE=$$profile $(PY) -m report.build; \
 	if [ "$$profile" = cpu ]; then $(PY) -m report.sections; fi
+
+# make rerun   every cpu record again with the code of this commit, in parts over several sessions (python -m
+#              report.rerun --plan: what is left): the notebooks, the seeds and over-optimisation studies, the original
+#              REINFORCE settings on this machine, then make report REUSE=1; ledger in results/rerun.json
+rerun: setup
+	$(PY) -m report.rerun
 
 # make bench   alignlib vs Hugging Face TRL on identical work -> results/bench.json, then where the
 #              time goes and what each policy speed-up buys -> results/speed_profile.json (~15 min on 2 CPU cores)

@@ -82,10 +82,10 @@ def advantage_stats(advantages: torch.Tensor) -> dict:
         advantages: (batch,) A = r - b.
     Returns:
         mean(A); E[A^2], the scale of the gradient estimate's terms, which includes the lag of an EMA
-        baseline ((mean r - b)^2 = mean(A)^2); and the within-batch std and variance (unbiased), which
-        leave the lag out (0 for a batch of one reply, where the unbiased estimate is undefined).
+        baseline ((mean r - b)^2 = mean(A)^2); and the within-batch variance and std, which leave the lag
+        out. All are means over the batch's n rows (the variance divides by n, not n - 1), so that
+        E[A^2] = mean(A)^2 + var(A) holds exactly, batch by batch.
     """
     a = advantages.double()
-    spread = a.numel() > 1
     return {"advantage/mean": float(a.mean()), "advantage/sq_mean": float((a ** 2).mean()),
-            "advantage/std": float(a.std()) if spread else 0.0, "advantage/var": float(a.var()) if spread else 0.0}
+            "advantage/std": float(a.std(correction=0)), "advantage/var": float(a.var(correction=0))}

@@ -50,8 +50,9 @@ def parse(argv=None) -> argparse.Namespace:
     rm.add_argument("--publish", action="store_true", help="also save the adapter under results/<profile>/adapters/")
     rl = commands.add_parser("reinforce", help="fine-tune the policy with REINFORCE against a trained reward model",
                              parents=[common])
-    rl.add_argument("--baseline", choices=("ema", "rloo"), default="ema",
-                    help="rloo: 2 replies per prompt and half the prompts per iteration, as notebook 03 (config.rloo)")
+    rl.add_argument("--baseline", choices=("ema", "rloo", "none"), default="ema",
+                    help="rloo: 2 replies per prompt and half the prompts per iteration, as notebook 03 (config.rloo); "
+                    "none: the advantage is the reward itself")
     rl.add_argument("--kl-beta", type=float, default=None, help="KL penalty to the SFT model (default: the profile's)")
     rl.add_argument("--reward-model", default="rm_scalar", help="the reward model's name (rm_scalar or rm_prob)")
     rl.add_argument("--name", help="record name (default reinforce_<baseline>[_kl])")
@@ -65,7 +66,8 @@ def parse(argv=None) -> argparse.Namespace:
                         "against the proxy judged along the way", parents=[common])
     lengths = commands.add_parser("sft-lengths", help="the SFT model's replies to the held-out prompts with room "
                                   "to end their turn: lengths, and the cap within which 90%% end", parents=[common])
-    lengths.add_argument("--budget", type=int, default=512, help="new tokens each reply may take (default 512)")
+    lengths.add_argument("--budget", type=int, default=None,
+                         help="new tokens each reply may take (default: the evaluation's, config.EVAL_REPLY_BUDGET)")
     commands.add_parser("gpu-check", help="on a CUDA GPU: the tests that apply there and short runs at the full "
                         "profile's settings (its own options: python -m alignlib gpu-check --help)", add_help=False)
     return parser.parse_args(argv)
@@ -75,7 +77,7 @@ def reinforce_config(profile, args) -> tuple[str, config.ReinforceConfig]:
     """(record name, config) of a REINFORCE run asked for on the command line."""
     from . import config
 
-    cfg = config.rloo(profile.reinforce) if args.baseline == "rloo" else profile.reinforce
+    cfg = {"rloo": config.rloo, "none": config.without_baseline}.get(args.baseline, lambda c: c)(profile.reinforce)
     if args.kl_beta is not None:
         cfg = config.with_kl(cfg, args.kl_beta)
     return args.name or f"reinforce_{args.baseline}" + ("_kl" if cfg.kl_beta > 0 else ""), cfg
@@ -114,7 +116,7 @@ def study(args) -> None:
         studies.reinforce_seeds(profile, args.runs or summaries.SEEDED_RUNS)
         summaries.write_seeds_summary(profile.name)
     elif args.command == "sft-lengths":
-        print(json.dumps(studies.sft_reply_lengths(profile, args.budget), indent=1))
+        print(json.dumps(studies.sft_reply_lengths(profile, args.budget or profile.reinforce.eval_budget), indent=1))
     else:
         studies.overoptimization(profile)
 

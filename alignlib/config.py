@@ -80,7 +80,7 @@ class ReinforceConfig:
     iterations: int = 300
     prompts_per_iter: int = 16
     samples_per_prompt: int = 1  # k; RLOO needs k >= 2
-    baseline: str = "ema"  # "ema" or "rloo"
+    baseline: str = "ema"  # "ema", "rloo" or "none" (A = r: REINFORCE without a baseline)
     ema_alpha: float = 0.9
     max_new_tokens: int = 128
     top_p: float = 0.9
@@ -94,7 +94,16 @@ class ReinforceConfig:
     amp: str = "none"  # precision of sampling and the policy step (see RewardModelConfig.amp)
     eval_prompts: int = 512
     eval_batch_size: int = 32
+    # new tokens each held-out reply may take (None: max_new_tokens, the training cap). Larger, so that the
+    # replies end and the reward model never judges text cut at the cap; the record also gives the gain with the
+    # replies cut back to the training cap (the same draws: `evaluate.cut_replies`)
+    eval_max_new_tokens: int | None = None
     seed: int = 0
+
+    @property
+    def eval_budget(self) -> int:
+        """New tokens each held-out reply may take (`eval_max_new_tokens`, else the training cap)."""
+        return self.eval_max_new_tokens or self.max_new_tokens
 
 
 @dataclass(frozen=True)
@@ -119,12 +128,17 @@ class Profile:
         return dataclasses.asdict(self)
 
 
+# The held-out evaluation's reply budget (full and cpu): the SFT model's replies to the held-out prompts, sampled
+# with room to end (`python -m alignlib sft-lengths`, results/cpu/sft_reply_lengths.json), close their turn within it
+# in the share the record gives; the training cap (96 at cpu) cuts more than half of them.
+EVAL_REPLY_BUDGET = 1024
+
 FULL = Profile(
     name="full",
     data=DataConfig(),
     rm_scalar=RewardModelConfig(),
     rm_prob=RewardModelConfig(num_labels=10, loss="expected_score", epochs=3, amp="fp16"),
-    reinforce=ReinforceConfig(),
+    reinforce=ReinforceConfig(eval_max_new_tokens=EVAL_REPLY_BUDGET),
 )
 
 # Sized for 2 CPU cores. What differs from `full` is the amount of work (pairs, steps,
@@ -138,7 +152,8 @@ CPU = Profile(
         num_labels=10, loss="expected_score", lr=2e-4, warmup_steps=10, amp="auto"
     ),
     reinforce=ReinforceConfig(
-        iterations=60, prompts_per_iter=8, max_new_tokens=96, lr=2e-5, eval_prompts=128, amp="auto"
+        iterations=60, prompts_per_iter=8, max_new_tokens=96, lr=2e-5, eval_prompts=128, amp="auto",
+        eval_max_new_tokens=EVAL_REPLY_BUDGET
     ),
     studies=StudyConfig(overopt_iterations=200, overopt_every=20),
 )
@@ -187,6 +202,13 @@ def get_profile(name: str | None = None) -> Profile:
         ) from None
 
 
+def scoring_length(profile: Profile) -> int:
+    """Tokens a reward model reads when it scores the profile's replies: the longest prompt, the longest reply
+    (training or held-out) and the chat template's tokens, and at least the length it was trained at."""
+    cfg = profile.reinforce
+    return max(profile.data.max_length, cfg.max_prompt_tokens + max(cfg.max_new_tokens, cfg.eval_budget) + 32)
+
+
 def with_overrides(cfg, **changes):
     """A copy of a config dataclass with some fields changed (e.g. a variant run)."""
     return dataclasses.replace(cfg, **changes)
@@ -203,6 +225,11 @@ def rloo(cfg: ReinforceConfig, k: int = 2) -> ReinforceConfig:
     """RLOO with k replies per prompt and 1/k of the prompts per iteration: as many replies per iteration as the
     EMA run, so the two compare at equal sampling cost."""
     return with_overrides(cfg, baseline="rloo", samples_per_prompt=k, prompts_per_iter=cfg.prompts_per_iter // k)
+
+
+def without_baseline(cfg: ReinforceConfig) -> ReinforceConfig:
+    """The same run with no baseline: each reply's advantage is its reward (the estimator a baseline improves on)."""
+    return with_overrides(cfg, baseline="none")
 
 
 def with_kl(cfg: ReinforceConfig, beta: float = KL_BETA) -> ReinforceConfig:

@@ -18,17 +18,22 @@ from .logprobs import masked_sum, token_logprobs
 from .stats import distinct_n, gain_by_ending, length_controlled_gain, paired_reward_comparison, repetition_rate
 
 
-def generate_for_eval(policy, tokenizer, prompts, cfg, seed: int = EVAL_SEED, progress: bool = True) -> dict:
+def generate_for_eval(policy, tokenizer, prompts, cfg, seed: int = EVAL_SEED, progress: bool = True,
+                      max_new_tokens: int | None = None) -> dict:
     """Replies of `policy` to every prompt with the profile's decoding and a fixed seed per batch,
     so that two policies are compared on the same prompts and the same random stream (a progress
-    bar counts the prompts unless `progress` is False).
+    bar counts the prompts unless `progress` is False). Each reply may take `max_new_tokens` new
+    tokens (default `cfg.eval_budget`, the held-out evaluation's budget).
 
-    Returns {"texts": [str], "tokens": [[int]] (up to and including the first eos), "ended": [bool]}.
+    Returns {"texts": [str], "tokens": [[int]] (up to and including the first eos), "ended": [bool],
+    "budget": int}.
     """
+    budget = cfg.eval_budget if max_new_tokens is None else max_new_tokens
     texts, tokens, ended = [], [], []
-    bar = tqdm(total=len(prompts), desc="generating replies", unit="prompt", leave=False, disable=not progress)
+    bar = tqdm(total=len(prompts), desc=f"generating replies (up to {budget} tokens)", unit="prompt", leave=False,
+               disable=not progress)
     for b, start in enumerate(range(0, len(prompts), cfg.eval_batch_size)):
-        roll = rollout.sample(policy, tokenizer, prompts[start:start + cfg.eval_batch_size], cfg.max_new_tokens,
+        roll = rollout.sample(policy, tokenizer, prompts[start:start + cfg.eval_batch_size], budget,
                               cfg.top_p, cfg.temperature, seed=seed + b, max_prompt_tokens=cfg.max_prompt_tokens,
                               amp=cfg.amp)
         texts += roll.texts
@@ -36,7 +41,31 @@ def generate_for_eval(policy, tokenizer, prompts, cfg, seed: int = EVAL_SEED, pr
         ended += roll.ended.tolist()
         bar.update(len(roll.texts))
     bar.close()
-    return {"texts": texts, "tokens": tokens, "ended": ended}
+    return {"texts": texts, "tokens": tokens, "ended": ended, "budget": budget}
+
+
+def cut_replies(gen: dict, cap: int, tokenizer) -> dict:
+    """`generate_for_eval`'s replies as they would have been sampled with a budget of `cap` new tokens.
+
+    Each token is drawn with noise that depends only on the seed, the batch row and the step
+    (`rollout.GumbelSampler`), so a reply sampled with a smaller budget is the first `cap` tokens
+    of the same reply: cutting gives it without sampling again. A reply ended within the cap only
+    if its end-of-turn token is among them.
+
+    Args:
+        gen: {"texts", "tokens", "ended", "budget"} with budget >= cap.
+    """
+    if cap > gen["budget"]:
+        raise ValueError(f"replies sampled with {gen['budget']} new tokens cannot show a budget of {cap}")
+    tokens = [t[:cap] for t in gen["tokens"]]
+    ended = [bool(e and len(t) <= cap) for e, t in zip(gen["ended"], gen["tokens"])]
+    texts = [tokenizer.decode(t, skip_special_tokens=True).strip() for t in tokens]
+    return {"texts": texts, "tokens": tokens, "ended": ended, "budget": cap}
+
+
+# tokens of reply (rows x longest reply) per forward pass of the KL measurement: the logits of two models over a
+# 49k vocabulary take 2 x 4 x 49152 bytes per token, so 8192 tokens keep each pass near 3 GB
+KL_TOKENS_PER_PASS = 8192
 
 
 def kl_to_reference(policy, ref_policy, tokenizer, prompts, replies_tokens, cfg, progress: bool = True) -> float:
@@ -44,15 +73,17 @@ def kl_to_reference(policy, ref_policy, tokenizer, prompts, replies_tokens, cfg,
 
     Args:
         replies_tokens: per prompt, the policy's reply tokens (`generate_for_eval`'s "tokens").
-        cfg: its `eval_batch_size` and `amp` are used.
+        cfg: its `amp` is used, and its `eval_batch_size` rows per pass, fewer when the replies are long
+            (at most KL_TOKENS_PER_PASS reply tokens a pass).
         progress: show a progress bar over the prompts.
     """
     dev = next(policy.parameters()).device
+    longest = max([len(t) for t in replies_tokens] + [1])
+    rows = max(1, min(cfg.eval_batch_size, KL_TOKENS_PER_PASS // longest))  # long replies: fewer rows per pass
     total = []
     bar = tqdm(total=len(prompts), desc="KL to reference", unit="prompt", leave=False, disable=not progress)
-    for start in range(0, len(prompts), cfg.eval_batch_size):
-        roll = rollout.from_replies(tokenizer, prompts[start:start + cfg.eval_batch_size],
-                                    replies_tokens[start:start + cfg.eval_batch_size])
+    for start in range(0, len(prompts), rows):
+        roll = rollout.from_replies(tokenizer, prompts[start:start + rows], replies_tokens[start:start + rows])
         targets, mask = roll.reply_ids.to(dev), roll.resp_mask.to(dev)
         with torch.inference_mode(), precision.autocast(cfg.amp, dev):
             lp = token_logprobs(rollout.rollout_logits(policy, roll), targets)
@@ -74,18 +105,34 @@ def compare_policies(rewards_sft, rewards_rl, gen_sft: dict, gen_rl: dict, seed:
         over SFT (ties count half) with its interval, reply length, distinct-2, repetition rate
         and the share of replies that closed their turn; the gain at equal length and the share
         of it that length explains (`stats.length_controlled_gain`), and the gain split by
-        whether the replies ended or were cut at the cap ("gain_by_ending", `stats.gain_by_ending`).
+        whether the replies ended or were cut at the cap ("gain_by_ending", `stats.gain_by_ending`), with the
+        gain where both replies ended also at the top level ("reward_delta_both_ended" and its interval).
     """
     len_sft, len_rl = [len(t) for t in gen_sft["tokens"]], [len(t) for t in gen_rl["tokens"]]
+    by_ending = gain_by_ending(rewards_sft, rewards_rl, gen_sft["ended"], gen_rl["ended"], seed)
     return {
         **paired_reward_comparison(rewards_sft, rewards_rl, seed),
         **length_controlled_gain(rewards_sft, rewards_rl, len_sft, len_rl, seed=seed),
-        "gain_by_ending": gain_by_ending(rewards_sft, rewards_rl, gen_sft["ended"], gen_rl["ended"]),
+        "gain_by_ending": by_ending,
+        "reward_delta_both_ended": by_ending["both_ended"]["reward_delta_mean"],
+        "reward_delta_both_ended_ci95": by_ending["both_ended"]["reward_delta_ci95"],
         "length_sft": float(np.mean(len_sft)), "length_rl": float(np.mean(len_rl)),
         "distinct2_sft": distinct_n(gen_sft["tokens"], 2), "distinct2_rl": distinct_n(gen_rl["tokens"], 2),
         "repetition_sft": repetition_rate(gen_sft["tokens"]), "repetition_rl": repetition_rate(gen_rl["tokens"]),
         "ended_frac_sft": float(np.mean(gen_sft["ended"])), "ended_frac_rl": float(np.mean(gen_rl["ended"])),
     }
+
+
+def compare_at_cap(rewards_sft, rewards_rl, cut_sft: dict, cut_rl: dict, seed: int = 0) -> dict:
+    """The paired comparison of the replies cut back to the training cap (`cut_replies`): what an evaluation
+    with the training cap as its budget would give, on the same draws. The keys of
+    `stats.paired_reward_comparison`, the shares of replies that ended within the cap and the gain split by
+    ending (`stats.gain_by_ending`), each prefixed "cap_"."""
+    out = {**paired_reward_comparison(rewards_sft, rewards_rl, seed),
+           "gain_by_ending": gain_by_ending(rewards_sft, rewards_rl, cut_sft["ended"], cut_rl["ended"]),
+           "ended_frac_sft": float(np.mean(cut_sft["ended"])), "ended_frac_rl": float(np.mean(cut_rl["ended"])),
+           "budget": cut_rl["budget"]}
+    return {f"cap_{k}": v for k, v in out.items() if k != "n_eval_prompts"}
 
 
 def cross_judge(runs: dict, judges: dict, prompts: list) -> dict:

@@ -150,18 +150,45 @@ def matmul_gflops(dtype=torch.float32, n: int = 2048, repeats: int = 10, shape: 
     return 2 * m * k * p * repeats / (time.perf_counter() - start) / 1e9
 
 
+def cpu_seconds() -> tuple[float, float, float] | None:
+    """(busy CPU seconds of the whole machine, CPU seconds of this process and its children, wall clock) now, from
+    psutil; None where the platform does not tell."""
+    try:
+        machine, own = psutil.cpu_times(), psutil.Process().cpu_times()
+    except (psutil.Error, OSError, AttributeError):
+        return None
+    idle = machine.idle + getattr(machine, "iowait", 0.0)
+    busy = sum(machine) - idle - getattr(machine, "guest", 0.0) - getattr(machine, "guest_nice", 0.0)
+    mine = own.user + own.system + getattr(own, "children_user", 0.0) + getattr(own, "children_system", 0.0)
+    return busy, mine, time.time()
+
+
+def others_cpu_share(start: tuple | None, end: tuple | None, cores: int | None = None) -> float | None:
+    """The share of the machine's CPU capacity that other processes used between two `cpu_seconds` readings:
+    (machine busy - this process) / (wall seconds x cores), in [0, 1]. Near 0: the run had the machine to
+    itself, and its times are its own; a timing made beside other work is marked by it. None where unknown."""
+    if start is None or end is None or end[2] <= start[2]:
+        return None
+    cores = cores or os.cpu_count() or 1
+    others = (end[0] - start[0]) - (end[1] - start[1])
+    return float(min(1.0, max(0.0, others / ((end[2] - start[2]) * cores))))
+
+
 class PeakMemory:
     """Peak resident memory (MB) while a block runs, sampled every 20 ms by a thread (psutil).
 
     The process-wide peak (`peak_memory_mb`) only grows, so it cannot tell two runs in one
     notebook apart; this can. On CUDA, the block's peak allocated memory instead. Where the
     memory cannot be read, `peak_mb` is None: the run and its record go on without it.
+    It also measures `others_cpu_share` (`others_cpu_share`): whether other work shared the
+    machine's CPUs while the block ran, which would slow it.
     """
 
     def __enter__(self):
         import threading
 
-        self.peak_mb, self._stop = None, threading.Event()
+        self.peak_mb, self.others_cpu_share, self._stop = None, None, threading.Event()
+        self._cpu_start = cpu_seconds()
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
             return self
@@ -182,6 +209,7 @@ class PeakMemory:
 
     def __exit__(self, *exc):
         self._stop.set()
+        self.others_cpu_share = others_cpu_share(self._cpu_start, cpu_seconds())
         if torch.cuda.is_available():
             self.peak_mb = torch.cuda.max_memory_allocated() / 2**20
         else:

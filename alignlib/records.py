@@ -75,14 +75,20 @@ def resolve(recorded: Path | str) -> Path:
 
 
 CODE = ("alignlib", "benchmarks")  # the code that computes the numbers (notebooks record their settings)
+# the modules of alignlib that never run inside a run: they show the records (plots, tables), word what they say
+# (verdicts), summarise the studies' records into their summaries (re-made from the records at any time), or teach
+# (exercises, solutions, toys). A change to them leaves every record true, so it does not change the code version:
+# a re-run of every record that spans weeks stays one version while the report is written.
+PRESENTATION = ("alignlib/plots.py", "alignlib/tables.py", "alignlib/verdicts.py", "alignlib/summaries.py",
+                "alignlib/exercises.py", "alignlib/solutions.py", "alignlib/toys.py")
 
 
 CODE_VERSION_ENV = "ALIGNLIB_CODE_VERSION"
 
 
 def code_version() -> str:
-    """The last git commit that changed the code (`CODE`), "+dirty" when it has uncommitted
-    changes: tells which code a record came from. Outside a git checkout (a copy of the files, e.g.
+    """The last git commit that changed the code (`CODE`, less `PRESENTATION`), "+dirty" when it has
+    uncommitted changes: tells which code a record came from. Outside a git checkout (a copy of the files, e.g.
     sent to a GPU machine without .git), what ``$ALIGNLIB_CODE_VERSION`` says it is, else "unknown".
 
     Commits that touch only notebooks, the report or the results leave it unchanged, so records
@@ -91,11 +97,12 @@ def code_version() -> str:
         return subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True, timeout=10)
 
     outside = os.environ.get(CODE_VERSION_ENV, "").strip() or "unknown"
+    paths = (*CODE, *(f":(exclude){p}" for p in PRESENTATION))
     try:
-        last = git("log", "-1", "--format=%H", "--", *CODE)
+        last = git("log", "-1", "--format=%H", "--", *paths)
         if last.returncode != 0 or not last.stdout.strip():
             return outside
-        dirty = git("status", "--porcelain", "--", *CODE).stdout.strip()
+        dirty = git("status", "--porcelain", "--", *paths).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return outside
     return last.stdout.strip()[:12] + ("+dirty" if dirty else "")
@@ -185,7 +192,8 @@ def same_settings(a, b) -> bool:
 
 # which notebook writes each record a later notebook reads
 WRITTEN_BY = {"data": "01_data", "rm_scalar": "02_scalar_reward_model", "reinforce_ema": "03_reinforce",
-              "reinforce_rloo": "03_reinforce", "reinforce_ema_kl": "03_reinforce",
+              "reinforce_rloo": "03_reinforce", "reinforce_ema_kl": "03_reinforce", "reinforce_none": "03_reinforce",
+              "reinforce_ema_original_lr": "03_reinforce",
               "rm_prob": "04_probabilistic_reward_model", "rm_prob_beats": "04_probabilistic_reward_model",
               "reinforce_prob_expected": "04_probabilistic_reward_model",
               "reinforce_prob_sampled": "04_probabilistic_reward_model", "comparison": "05_comparison"}

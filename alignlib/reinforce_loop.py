@@ -35,6 +35,9 @@ HISTORY_KEYS = ("step", "train/loss", "reward/mean", "reward/std", "advantage/ba
                 "time/generate", "time/score", "time/backward")
 
 
+BASELINES = ("ema", "rloo", "none")  # "none": A = r, the plain REINFORCE estimator (what a baseline is for)
+
+
 def prompt_stream(prompts: list, batch: int, seed: int):
     """Endless batches of prompts: a fresh shuffle each pass over the prompt pool (of at least `batch` prompts)."""
     if not 0 < batch <= len(prompts):
@@ -53,8 +56,8 @@ def check_settings(cfg, ref_policy, processes: int = 1) -> None:
     if cfg.prompts_per_iter % processes:
         raise ValueError(f"prompts_per_iter={cfg.prompts_per_iter} does not split evenly over {processes} "
                          "processes; make it a multiple of the number of processes")
-    if cfg.baseline not in ("ema", "rloo"):
-        raise ValueError(f"unknown baseline {cfg.baseline!r}; use 'ema' or 'rloo'")
+    if cfg.baseline not in BASELINES:
+        raise ValueError(f"unknown baseline {cfg.baseline!r}; use one of {', '.join(map(repr, BASELINES))}")
     if cfg.baseline == "rloo" and cfg.samples_per_prompt < 2:
         raise ValueError("RLOO needs samples_per_prompt >= 2")
     if cfg.kl_beta > 0 and ref_policy is None:
@@ -214,9 +217,11 @@ def kl_shaped_rewards(rewards: torch.Tensor, logits: torch.Tensor, ref_policy, r
 def advantages(rewards: torch.Tensor, ema: float | None, cfg) -> tuple[torch.Tensor, float, float | None]:
     """The advantages of cfg.baseline: (rows,) rewards of all processes' replies, in order, and the EMA
     baseline before them -> ((rows,) advantages, the baseline logged, the EMA baseline after them
-    (RLOO: `ema` unchanged))."""
+    (RLOO and none: `ema` unchanged)). Without a baseline ("none") the advantage is the reward itself."""
     if cfg.baseline == "ema":
         return ema_advantages(rewards, ema, cfg.ema_alpha)
+    if cfg.baseline == "none":
+        return rewards.clone(), 0.0, ema
     adv, b = rloo_advantages(rewards, cfg.samples_per_prompt)
     return adv, b, ema
 

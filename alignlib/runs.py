@@ -11,6 +11,8 @@ process evaluates, saves and writes the record; the other processes' runs return
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -19,7 +21,7 @@ from typing import Callable
 import numpy as np
 
 from . import data, evaluate, machine, models, precision, prompts, records, reinforce_loop, reward_model_loop, scoring, tracking
-from .config import RELOAD_CHECK_PAIRS
+from .config import EVAL_SEED, RELOAD_CHECK_PAIRS
 
 
 TRAIN_ENV = "ALIGNLIB_TRAIN"
@@ -135,6 +137,7 @@ def reward_model_run(name: str, profile, cfg, tokenizer, prefs, publish: bool = 
                                           pairs_seen(history, len(prefs.train), cfg, processes.num_processes),
                                           train_s, precision.resolve(cfg.amp, machine.device()).dtype))
     metrics.update({"train_pairs": len(prefs.train), "peak_memory_train_mb": mem.peak_mb,
+                    "others_cpu_share_train": mem.others_cpu_share,
                     "skipped_steps": precision.skipped_steps(history["optim/grad_norm"]),
                     "processes": processes.num_processes,
                     "pairs_per_step": cfg.batch_size * cfg.grad_accum * processes.num_processes})
@@ -192,7 +195,9 @@ class ReinforceSetup:
 
     `scorer` (prompts, texts) -> (n,) rewards is the reward model's score: the training reward
     unless a run passes its own, and always the judge on the held-out `eval_prompts`. `sft` holds
-    the SFT policy's replies to them and their rewards (`evaluate.generate_for_eval` + "rewards").
+    the SFT policy's replies to them with the evaluation's budget and their rewards
+    (`sft_eval_replies` + "rewards"); `sft_at_cap` the same replies cut back to the training cap
+    (`evaluate.cut_replies`), scored.
     """
     tokenizer: object
     scorer: Callable
@@ -200,6 +205,7 @@ class ReinforceSetup:
     train_prompts_skipped: int  # distinct training prompts over the prompt budget, left out
     eval_prompts: list
     sft: dict
+    sft_at_cap: dict
     reward_model: str  # the RM's adapter, as `records.portable` writes it (recorded as config["reward_model"])
     data_source: str
     # the sources the RM was trained on ({"model_source", "data_source"}), and how they differ from this run's
@@ -208,20 +214,46 @@ class ReinforceSetup:
     reward_model_mismatch: dict = field(default_factory=dict)
 
 
+def sft_eval_replies(profile, policy, tokenizer, eval_prompts: list, cfg) -> dict:
+    """The SFT policy's replies to the held-out prompts (`evaluate.generate_for_eval` with the evaluation's
+    budget), sampled once per profile, code, weights, decoding and precision, and kept under
+    checkpoints/<profile>/sft_replies/ (not at the smoke profile): every run of a notebook or study is judged
+    against the same SFT replies, which take half an hour at the `cpu` profile's budget on a 2-core CPU. The draws
+    are seeded (EVAL_SEED), so a kept file holds exactly the replies sampling again would give."""
+    resolved = precision.resolve(cfg.amp, machine.device())
+    key = {"model_id": profile.model, "model_source": models.source_of(policy), "code": records.loaded_code_version(),
+           "prompts": eval_prompts, "budget": cfg.eval_budget, "top_p": cfg.top_p, "temperature": cfg.temperature,
+           "eval_batch_size": cfg.eval_batch_size, "max_prompt_tokens": cfg.max_prompt_tokens,
+           "precision": str(resolved.dtype), "device": machine.device().type, "seed": EVAL_SEED}
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    path = None if profile.name == "smoke" else records.checkpoints_dir(profile.name) / "sft_replies" / f"{digest}.json"
+    if path is not None and path.exists():
+        print(f"[alignlib] the SFT replies to the {len(eval_prompts)} held-out prompts, as sampled before: {records.portable(path)}")
+        return json.loads(path.read_text())["replies"]
+    gen = evaluate.generate_for_eval(policy, tokenizer, eval_prompts, cfg)
+    if path is not None and "+dirty" not in key["code"]:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"key": key, "replies": gen}, ensure_ascii=False))
+    return gen
+
+
 def reinforce_setup(profile, tokenizer, scorer, reward_model: Path | str, prefs) -> ReinforceSetup:
     """Training prompts (the distinct training prompts within the prompt budget), the evaluation
-    prompts (`prompts.evaluation_prompts`), and the SFT policy's replies to them, scored by `scorer`.
-    `reward_model` is the adapter `scorer` uses (absolute, or relative to the repository)."""
+    prompts (`prompts.evaluation_prompts`), and the SFT policy's replies to them (`sft_eval_replies`),
+    scored by `scorer`, also cut back to the training cap. `reward_model` is the adapter `scorer` uses
+    (absolute, or relative to the repository)."""
     cfg = profile.reinforce
     train_prompts, skipped = prompts.unique_prompts(prefs.train, tokenizer, cfg.max_prompt_tokens)
     eval_prompts = prompts.evaluation_prompts(prefs.validation, tokenizer, cfg)
     policy = models.load_policy()
-    sft = evaluate.generate_for_eval(policy, tokenizer, eval_prompts, cfg)
+    sft = sft_eval_replies(profile, policy, tokenizer, eval_prompts, cfg)
     sft["rewards"] = np.asarray(scorer(eval_prompts, sft["texts"]))
+    sft_at_cap = evaluate.cut_replies(sft, cfg.max_new_tokens, tokenizer)
+    sft_at_cap["rewards"] = np.asarray(scorer(eval_prompts, sft_at_cap["texts"]))
     reward_model = records.resolve(reward_model)
     notes = models.reward_model_notes(reward_model)
     trained_on = {k: notes.get(k) for k in ("model_source", "data_source")}
-    return ReinforceSetup(tokenizer, scorer, train_prompts, skipped, eval_prompts, sft,
+    return ReinforceSetup(tokenizer, scorer, train_prompts, skipped, eval_prompts, sft, sft_at_cap,
                           records.portable(reward_model), prefs.source, trained_on,
                           models.source_mismatches(notes, models.source_of(policy), prefs.source))
 
@@ -248,35 +280,48 @@ def reinforce_run(name: str, profile, cfg, setup: ReinforceSetup, reward_fn: Cal
                                                  run_name=tracking.project_name(profile, name))
     if not machine.process_state().is_main_process:
         return None
-    return record_reinforce_run(name, profile, cfg, setup, policy, ref, history, mem.peak_mb, extra_config)
+    return record_reinforce_run(name, profile, cfg, setup, policy, ref, history, mem.peak_mb, extra_config,
+                                others_cpu_share=mem.others_cpu_share)
 
 
 def record_reinforce_run(name: str, profile, cfg, setup: ReinforceSetup, policy, ref, history: dict,
-                         peak_memory_train_mb: float, extra_config: dict | None = None) -> dict:
+                         peak_memory_train_mb: float, extra_config: dict | None = None,
+                         others_cpu_share: float | None = None) -> dict:
     """Judge a trained policy against SFT on the held-out prompts, and write its run record.
 
-    The policy's replies are scored by `setup.scorer` and compared pairwise with SFT's
-    (`evaluate.compare_policies`), its KL to SFT is measured on its own replies, and the fine-tuned
+    The policy's replies (with the evaluation's budget, `cfg.eval_budget`) are scored by `setup.scorer` and
+    compared pairwise with SFT's (`evaluate.compare_policies`), and again cut back to the training cap
+    (`evaluate.compare_at_cap`: the "cap_" metrics); its KL to SFT is measured on its own replies, and the fine-tuned
     policy is saved under checkpoints/<profile>/policy_<name>/ (except at the smoke profile).
     The record's wall time is the training time (the sum of the iterations') plus this evaluation.
+    `others_cpu_share` (`machine.PeakMemory`): how much of the CPU other processes took while it trained.
     Returns the record (also written to results/<profile>/<name>.json).
     """
     clock = machine.Timer()
     gen = evaluate.generate_for_eval(policy, setup.tokenizer, setup.eval_prompts, cfg)
     gen["rewards"] = np.asarray(setup.scorer(setup.eval_prompts, gen["texts"]))
     metrics = evaluate.compare_policies(setup.sft["rewards"], gen["rewards"], setup.sft, gen)
+    # the same draws cut back to the training cap: the evaluation a run judged at its training cap would give
+    cut = evaluate.cut_replies(gen, cfg.max_new_tokens, setup.tokenizer)
+    cut["rewards"] = np.asarray(setup.scorer(setup.eval_prompts, cut["texts"]))
+    metrics.update(evaluate.compare_at_cap(setup.sft_at_cap["rewards"], cut["rewards"], setup.sft_at_cap, cut))
+    metrics["eval_budget"] = gen["budget"]
     metrics["kl_to_sft"] = evaluate.kl_to_reference(policy, ref, setup.tokenizer, setup.eval_prompts, gen["tokens"], cfg)
     metrics.update(reinforce_loop.summarize_history(history))
-    metrics.update({"peak_memory_train_mb": peak_memory_train_mb, "train_prompts": len(setup.train_prompts),
+    metrics.update({"peak_memory_train_mb": peak_memory_train_mb, "others_cpu_share_train": others_cpu_share,
+                    "train_prompts": len(setup.train_prompts),
                     "processes": machine.process_state().num_processes})
     if profile.name != "smoke":  # the fine-tuned policy, for later use (git-ignored, ~0.5 GB)
         policy.save_pretrained(records.checkpoints_dir(profile.name) / f"policy_{name}")
+    # per prompt: gains split by length and by ended vs cut off, at the evaluation's budget and at the training cap
     samples = [{"prompt": p[-1]["content"], "messages": p, "sft": s, "rl": r, "reward_sft": float(a),
                 "reward_rl": float(b), "length_sft": len(ts), "length_rl": len(tr), "ended_sft": bool(es),
-                "ended_rl": bool(er)}  # per prompt: gains split by length and by ended vs cut off at the cap
-               for p, s, r, a, b, ts, tr, es, er in zip(setup.eval_prompts, setup.sft["texts"], gen["texts"],
-                                                        setup.sft["rewards"], gen["rewards"], setup.sft["tokens"],
-                                                        gen["tokens"], setup.sft["ended"], gen["ended"])]
+                "ended_rl": bool(er), "reward_sft_at_cap": float(ca), "reward_rl_at_cap": float(cb),
+                "ended_sft_at_cap": bool(ces), "ended_rl_at_cap": bool(cer)}
+               for p, s, r, a, b, ts, tr, es, er, ca, cb, ces, cer in zip(
+                   setup.eval_prompts, setup.sft["texts"], gen["texts"], setup.sft["rewards"], gen["rewards"],
+                   setup.sft["tokens"], gen["tokens"], setup.sft["ended"], gen["ended"], setup.sft_at_cap["rewards"],
+                   cut["rewards"], setup.sft_at_cap["ended"], cut["ended"])]
     records.write_record(
         name, profile.name, model_source=models.source_of(policy), data_source=setup.data_source, seed=cfg.seed,
         wall_time_s=sum(history["time/step"]) + clock.elapsed, amp=cfg.amp, metrics=metrics, curve=history,

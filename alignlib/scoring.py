@@ -15,6 +15,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import precision
+from .config import scoring_length
 from .data import encode_pair, encode_prompt_response, left_pad, length_bucketed_batches, positions_from_mask
 from .losses import expected_score
 from .models import body_and_head, load_reward_model
@@ -166,10 +167,10 @@ class RewardScorer:
 
 
 def load_scorer(adapter, tokenizer, profile, amp: str | None = None, data_source: str | None = None) -> RewardScorer:
-    """The scorer of a saved reward model (`records.find_adapter`), its head read from the adapter's notes, at the
-    profile's sequence length and evaluation batch, in precision `amp` (default: the profile's REINFORCE one).
+    """The scorer of a saved reward model (`records.find_adapter`), its head read from the adapter's notes, reading
+    the profile's longest prompt and reply whole (`config.scoring_length`), in the evaluation's batches, in precision `amp` (default: the profile's REINFORCE one).
     `data_source`: the run's preference data, which the reward model must have learned on
     (`models.load_reward_model`)."""
     model = load_reward_model(adapter, data_source=data_source)
-    return RewardScorer(model, tokenizer, profile.data.max_length, profile.rm_scalar.eval_batch_size,
+    return RewardScorer(model, tokenizer, scoring_length(profile), profile.rm_scalar.eval_batch_size,
                         profile.reinforce.amp if amp is None else amp)

@@ -219,19 +219,25 @@ def length_controlled_gain(rewards_sft, rewards_rl, length_sft, length_rl, n_boo
     return out
 
 
-def gain_by_ending(rewards_sft, rewards_rl, ended_sft, ended_rl) -> dict:
+def gain_by_ending(rewards_sft, rewards_rl, ended_sft, ended_rl, seed: int = 0) -> dict:
     """The paired gain split by whether each policy's reply closed its turn or was cut at the token cap.
 
     Args:
         rewards_sft, rewards_rl: (n,) rewards; ended_sft, ended_rl: (n,) bools.
     Returns:
         for each group "both_ended", "rl_only_ended", "sft_only_ended", "neither_ended":
-        {"n": prompts, "reward_delta_mean": mean gain (None when empty)}.
+        {"n": prompts, "reward_delta_mean": mean gain, "reward_delta_ci95": its bootstrap 95% interval over the
+        group's prompts, and "share_of_gain": the group's part of the mean gain over all n prompts,
+        n_group * mean_group / (n * mean) (the four add up to 1; None when the mean gain is 0)}. An empty
+        group has None for each; a group of one prompt has no interval.
     """
     gain = np.asarray(rewards_rl, float) - np.asarray(rewards_sft, float)
     es, er = np.asarray(ended_sft, bool), np.asarray(ended_rl, bool)
     groups = {"both_ended": es & er, "rl_only_ended": ~es & er, "sft_only_ended": es & ~er, "neither_ended": ~es & ~er}
-    return {name: {"n": int(m.sum()), "reward_delta_mean": float(gain[m].mean()) if m.any() else None}
+    total = gain.sum()
+    return {name: {"n": int(m.sum()), "reward_delta_mean": float(gain[m].mean()) if m.any() else None,
+                   "reward_delta_ci95": bootstrap_ci(gain[m], seed=seed) if m.sum() > 1 else None,
+                   "share_of_gain": float(gain[m].sum() / total) if m.any() and total != 0 else None}
             for name, m in groups.items()}
 
 

@@ -4,7 +4,7 @@
     python -m alignlib rm-ablation --variants all_linear
     python -m alignlib seeds                            # make seeds (after the notebooks' runs)
     python -m alignlib overoptimization                 # make overoptimization (after notebook 03)
-    python -m alignlib sft-lengths --budget 512         # how long SFT's held-out replies are, uncut
+    python -m alignlib sft-lengths                      # how long SFT's held-out replies are, uncut
 
 Each run writes its own record (results/<profile>/<study>/<variant>.json) as soon as it ends, and
 continues from its checkpoint when interrupted; a run this code already recorded with the same
@@ -123,15 +123,17 @@ def halves_by_prompt(pairs: list, seed: int) -> tuple[list, list]:
 
 
 def overopt_point(iteration: int, policy, ref, setup, judge, sft_judge, cfg) -> dict:
-    """Proxy and judge reward of the policy's replies to the held-out prompts against SFT's, and its KL to SFT."""
-    from . import evaluate
-
-    gen = evaluate.generate_for_eval(policy, setup.tokenizer, setup.eval_prompts, cfg)
-    proxy = stats.paired_reward_comparison(setup.sft["rewards"], np.asarray(setup.scorer(setup.eval_prompts, gen["texts"])))
+    """Proxy and judge reward of the policy's replies to the held-out prompts against SFT's, and its KL to SFT.
+    The replies take at most the training cap (`cfg.max_new_tokens`), as SFT's do here (`setup.sft_at_cap`): ten
+    points per run at the evaluation's longer budget would take longer than the training."""
+    gen = evaluate.generate_for_eval(policy, setup.tokenizer, setup.eval_prompts, cfg, max_new_tokens=cfg.max_new_tokens)
+    proxy = stats.paired_reward_comparison(setup.sft_at_cap["rewards"],
+                                           np.asarray(setup.scorer(setup.eval_prompts, gen["texts"])))
     judged = stats.paired_reward_comparison(sft_judge, np.asarray(judge(setup.eval_prompts, gen["texts"])))
     return {"iteration": iteration, "proxy": proxy, "judge": judged,
             "kl_to_sft": evaluate.kl_to_reference(policy, ref, setup.tokenizer, setup.eval_prompts, gen["tokens"], cfg),
-            "length_rl": float(np.mean([len(t) for t in gen["tokens"]])), "ended_frac_rl": float(np.mean(gen["ended"]))}
+            "length_rl": float(np.mean([len(t) for t in gen["tokens"]])), "ended_frac_rl": float(np.mean(gen["ended"])),
+            "budget": gen["budget"]}
 
 
 def overopt_run(name: str, profile, cfg, setup, judge, every: int, settings: dict) -> dict:
@@ -142,7 +144,7 @@ def overopt_run(name: str, profile, cfg, setup, judge, every: int, settings: dic
     old = records.made_here(name, profile.name)
     points = old["points"] if old is not None and records.same_run(old, settings, cfg.amp, digests) else []
     policy, ref = models.load_policy(), models.load_policy()
-    sft_judge = np.asarray(judge(setup.eval_prompts, setup.sft["texts"]))
+    sft_judge = np.asarray(judge(setup.eval_prompts, setup.sft_at_cap["texts"]))
     runs.start(cfg.seed)  # a resumed part restores the checkpoint's random state instead
     clock = machine.Timer()
     # the parts continue one another through the checkpoint (optimizer, baseline, prompt order); smoke has none
@@ -191,20 +193,21 @@ def overoptimization(profile) -> None:
     summaries.write_overoptimization_summary(profile.name)
 
 
-def sft_reply_lengths(profile, budget: int = 512) -> dict:
+def sft_reply_lengths(profile, budget: int) -> dict:
     """The SFT model's replies to the held-out evaluation prompts with room for `budget` new tokens: how long they
     are, how many close their turn within each cap, and the cap within which 90% do -> results/<profile>/
     sft_reply_lengths.json. The evaluation's reply budget is chosen from it. Same prompts, weights, data, decoding
-    and seeds as the runs' evaluation (`evaluate.generate_for_eval`), so the first `max_new_tokens` tokens of each
-    reply are those the runs judged."""
+    and seeds as the runs' evaluation (`runs.sft_eval_replies`, which keeps them: with the evaluation's own budget
+    these are the SFT replies the runs are judged against), so the first `max_new_tokens` tokens of each reply are
+    those a run judged at its training cap."""
     source = runs.follow_reward_model(records.find_adapter(profile.name, "rm_scalar"))  # the evaluation's weights, data
     tokenizer = models.load_tokenizer()
     prefs = data.load_preference_data(config.with_overrides(profile.data, max_train_pairs=None), source=source)
-    cfg = config.with_overrides(profile.reinforce, max_new_tokens=budget)
+    cfg = config.with_overrides(profile.reinforce, eval_max_new_tokens=budget)
     clock, policy = machine.Timer(), models.load_policy()
-    gen = evaluate.generate_for_eval(policy, tokenizer, prompts.evaluation_prompts(prefs.validation, tokenizer, cfg), cfg)
+    gen = runs.sft_eval_replies(profile, policy, tokenizer, prompts.evaluation_prompts(prefs.validation, tokenizer, cfg), cfg)
     lengths = [len(t) for t in gen["tokens"]]
-    caps = [c for c in (64, 96, 128, 192, 256, 384) if c < budget] + [budget]
+    caps = [c for c in (64, 96, 128, 192, 256, 384, 512, 640, 768, 896) if c < budget] + [budget]
     metrics = {"n_prompts": len(lengths), "budget": budget, "training_cap": profile.reinforce.max_new_tokens,
                "ended_within": stats.ended_within(lengths, gen["ended"], caps),
                "cap_for_90pct_ended": stats.cap_for_share(lengths, gen["ended"], 0.9),

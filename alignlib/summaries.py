@@ -18,12 +18,16 @@ RM_ABLATION_DIR = "rm_dev"  # results/<profile>/rm_dev/<variant>.json
 SEEDS_DIR = "seeds"  # results/<profile>/seeds/<run>_seed<n>.json
 OVEROPT_DIR = "overopt"  # results/<profile>/overopt/{rm_proxy,rm_judge,<policy>}.json
 # the notebooks' REINFORCE runs that `make seeds` repeats
-SEEDED_RUNS = ("reinforce_ema", "reinforce_rloo", "reinforce_ema_kl", "reinforce_prob_expected", "reinforce_prob_sampled")
+SEEDED_RUNS = ("reinforce_ema", "reinforce_rloo", "reinforce_ema_kl", "reinforce_none", "reinforce_prob_expected",
+               "reinforce_prob_sampled")
 # the rankings the report makes, checked over seeds: (A, B, metrics compared); both are judged by the same RM
-SEED_RANKINGS = (("reinforce_rloo", "reinforce_ema", ("reward_delta_mean", "win_rate")),
+SEED_RANKINGS = (("reinforce_ema", "reinforce_none", ("reward_delta_mean", "win_rate", "advantage_sq_mean")),
+                 ("reinforce_rloo", "reinforce_ema", ("reward_delta_mean", "win_rate")),
                  ("reinforce_ema_kl", "reinforce_ema", ("reward_delta_mean", "win_rate", "kl_to_sft")),
                  ("reinforce_prob_sampled", "reinforce_prob_expected", ("reward_delta_mean", "win_rate")))
 SEED_METRICS = ("reward_delta_mean", "reward_delta_sd_units", "win_rate", "kl_to_sft", "length_rl", "ended_frac_rl",
+                "cap_reward_delta_mean", "cap_reward_delta_sd_units", "cap_ended_frac_rl", "ended_frac_sft",
+                "reward_delta_both_ended",
                 "reward_delta_same_length", "length_share_of_gain", "distinct2_rl", "advantage_sq_mean", "advantage_mean",
                 "advantage_var")
 
@@ -92,6 +96,15 @@ def write_seeds_summary(profile_name: str) -> None:
     print("wrote", records.portable(path))
 
 
+def in_sd(comparison: dict) -> list[float] | None:
+    """A paired comparison's 95% interval of the gain in standard deviations of the SFT rewards, as its
+    reward_delta_sd_units gives the mean (None where that scale is undefined: no gain, or no spread)."""
+    mean, sd_units = comparison["reward_delta_mean"], comparison["reward_delta_sd_units"]
+    if not sd_units or not mean:
+        return None
+    return [x * sd_units / mean for x in comparison["reward_delta_ci95"]]
+
+
 def write_overoptimization_summary(profile_name: str) -> dict:
     """results/<profile>/overoptimization.json: the two RMs' validation accuracy and how far their
     margins agree, and each policy's points (iteration, KL, proxy and judge gain in SFT-reward sds); and
@@ -115,6 +128,7 @@ def write_overoptimization_summary(profile_name: str) -> dict:
                                                  "proxy_win_rate": p["proxy"]["win_rate"],
                                                  "judge_win_rate": p["judge"]["win_rate"],
                                                  "judge_gain_ci95": p["judge"]["reward_delta_ci95"],
+                                                 "judge_gain_sd_ci95": in_sd(p["judge"]),
                                                  "length_rl": p["length_rl"]} for p in r["points"]]}
     path = records.results_dir(profile_name) / "overoptimization.json"
     path.write_text(json.dumps(out, indent=1) + "\n")

@@ -8,6 +8,8 @@ a file. A verdict is a short string or a bool; the wording around it belongs to 
 
 from __future__ import annotations
 
+import numpy as np
+
 from .config import OVEROPT_POLICIES
 AIM = 1.5  # make bench's aim: alignlib at 1.5x TRL's throughput
 MATMUL_AIM = 0.6  # and 60% of the matrix-product rate
@@ -71,6 +73,14 @@ def ranking(seeds: dict | None, a: str, b: str, metric: str) -> dict | None:
     return next((r for r in rankings(seeds) if (r["a"], r["b"], r["metric"]) == (a, b, metric)), None)
 
 
+def baseline(seeds: dict | None) -> dict | None:
+    """EMA against no baseline over seeds: the difference in gain and in E[A^2] (rankings of seeds.json), or None
+    while `make seeds` has not compared the two."""
+    gain = ranking(seeds, "reinforce_ema", "reinforce_none", "reward_delta_mean")
+    sq = ranking(seeds, "reinforce_ema", "reinforce_none", "advantage_sq_mean")
+    return None if gain is None or sq is None else {"gain": gain, "sq": sq}
+
+
 def kl_penalty(seeds: dict | None) -> dict | None:
     """EMA + KL against EMA over seeds: whether the penalty lowers the KL to SFT (a ranking that holds, with a
     negative difference) and whether the gain moves beyond noise."""
@@ -120,38 +130,85 @@ def judge_trend(points: list[dict]) -> str:
     return "falls" if last["judge_gain_ci95"][1] < peak["judge_gain_ci95"][0] else "within noise"
 
 
-def matched_kl(free: dict | None, penalised: dict | None) -> dict | None:
-    """Each measured point of the penalised run against the unpenalised point nearest in KL (the first on a tie):
-    how often the judge's gain is higher with the penalty, higher beyond noise and lower beyond noise, and the
-    verdict: "more reward" (beyond noise at half the points or more, never below), "a hint" (beyond noise at
-    fewer, never below), "no measurable reward" (never beyond noise), or "mixed"."""
-    f, p = (free or {}).get("points", [])[1:], (penalised or {}).get("points", [])[1:]
-    if not f or not p:
-        return None
-    pairs = [(x, min(f, key=lambda q: abs(q["kl_to_sft"] - x["kl_to_sft"]))) for x in p]
-    above = sum(x["judge_gain_ci95"][0] > q["judge_gain_ci95"][1] for x, q in pairs)
-    below = sum(x["judge_gain_ci95"][1] < q["judge_gain_ci95"][0] for x, q in pairs)
-    verdict = ("more reward" if 2 * above >= len(pairs) and below == 0 else "a hint" if above and not below
-               else "no measurable reward" if not above and not below else "mixed")
-    return {"pairs": len(pairs), "gap": max(abs(x["kl_to_sft"] - q["kl_to_sft"]) for x, q in pairs),
-            "higher": sum(x["judge_gain_sd"] > q["judge_gain_sd"] for x, q in pairs), "above": above,
-            "below": below, "verdict": verdict}
+def largest_dip(points: list[dict]) -> dict | None:
+    """The largest fall of the judge's gain from the best point so far to a later point: {"from", "to"} (the two
+    points), or None where the gain never falls. A dip is not a fall (`judge_trend` decides that)."""
+    best, dip = None, None
+    for p in points:
+        if best is not None and p["judge_gain_sd"] < best["judge_gain_sd"] and (
+                dip is None or best["judge_gain_sd"] - p["judge_gain_sd"] > dip["from"]["judge_gain_sd"] - dip["to"]["judge_gain_sd"]):
+            dip = {"from": best, "to": p}
+        if best is None or p["judge_gain_sd"] > best["judge_gain_sd"]:
+            best = p
+    return dip
 
 
 def overoptimization(summary: dict | None) -> dict | None:
-    """Per run with more than its starting point: the judge's peak, the last point, the judge's trend and whether
-    the proxy's gain at the end exceeds its gain at the judge's peak; the runs whose judge falls, the largest KL
-    measured, the matched-KL comparison, and the study's runs not made yet."""
+    """Per run with more than its starting point: the judge's peak, the last point, the judge's trend, its largest
+    dip (`largest_dip`) and whether the proxy's gain at the end exceeds its gain at the judge's peak; the runs whose
+    judge falls, the largest KL measured, and the study's runs not made yet."""
     if summary is None:
         return None
     policies = summary["policies"]
     runs = {name: {"peak": judge_peak(run["points"]), "last": run["points"][-1], "trend": judge_trend(run["points"]),
+                   "dip": largest_dip(run["points"]),
                    "proxy_rises": run["points"][-1]["proxy_gain_sd"] > judge_peak(run["points"])["proxy_gain_sd"]}
             for name, run in policies.items() if len(run["points"]) > 1}
     return {"runs": runs, "falls": [name for name, run in runs.items() if run["trend"] == "falls"],
             "max_kl": max((p["kl_to_sft"] for name in runs for p in policies[name]["points"]), default=None),
-            "matched_kl": matched_kl(*(policies.get(name) for name in OVEROPT_POLICIES)),
             "missing": [name for name in OVEROPT_POLICIES if name not in policies]}
+
+
+# ---------------------------------------------------------------------------------------- the judges
+
+def judge_agreement(margins_a, margins_b) -> dict:
+    """How far two reward models agree on the same pairs: the correlation of their margins r(chosen) - r(rejected)
+    and the share of pairs both rank the same way (a tie of either counts half). Two judges whose margins correlate
+    near 1 are one judge twice: a gain that both see is not confirmed by an independent one."""
+    a, b = np.asarray(margins_a, float), np.asarray(margins_b, float)
+    if a.shape != b.shape or a.size < 2:
+        raise ValueError(f"two judges are compared on the same pairs: got {a.shape} and {b.shape} margins")
+    same = np.where((a == 0) | (b == 0), 0.5, (np.sign(a) == np.sign(b)).astype(float))
+    return {"margin_correlation": float(np.corrcoef(a, b)[0, 1]), "same_ranking": float(same.mean()), "pairs": int(a.size)}
+
+
+# ------------------------------------------------------------------------------------- ending the turn
+
+def ending_the_turn(policy: dict) -> dict:
+    """How much of a policy's gain is ending the turn, from its record: the gain judged at the training cap and how
+    much of it comes from prompts where only the policy's reply ended there; the gain with room to end (the
+    evaluation's budget) and where both replies ended. "mostly ending": with room to end the gain is less than half
+    the gain at the cap, or no longer above 0; "partly ending": above 0 and at least half; "none at the cap": the
+    gain at the cap is not above 0 (nothing to explain)."""
+    m = policy["metrics"]
+    cap, full = m["cap_reward_delta_mean"], m["reward_delta_mean"]
+    share = m["cap_gain_by_ending"]["rl_only_ended"]["share_of_gain"]
+    if not interval_above(m["cap_reward_delta_ci95"], 0.0):
+        verdict = "none at the cap"
+    elif not interval_above(m["reward_delta_ci95"], 0.0) or full < cap / 2:
+        verdict = "mostly ending"
+    else:
+        verdict = "partly ending"
+    return {"cap_gain": cap, "cap_gain_ci95": m["cap_reward_delta_ci95"], "cap_share_only_policy_ended": share,
+            "cap_ended_sft": m["cap_ended_frac_sft"], "cap_ended_rl": m["cap_ended_frac_rl"], "gain": full,
+            "gain_ci95": m["reward_delta_ci95"], "gain_both_ended": m["reward_delta_both_ended"],
+            "gain_both_ended_ci95": m["reward_delta_both_ended_ci95"], "ended_sft": m["ended_frac_sft"],
+            "ended_rl": m["ended_frac_rl"], "budget": m["eval_budget"], "cap": m["cap_budget"], "verdict": verdict}
+
+
+def collapses(runs: dict[str, dict]) -> list[dict]:
+    """The runs whose held-out gain lies below 0 beyond noise (the interval's upper end under 0): a policy that the
+    training made worse than SFT under its own reward model, with what it turned into (KL, ended share, distinct-2,
+    the training reward's first and last iterations)."""
+    out = []
+    for name, r in runs.items():
+        m = r["metrics"]
+        if m["reward_delta_ci95"][1] < 0:
+            out.append({"run": name, "seed": r["seed"], "gain": m["reward_delta_mean"], "gain_ci95": m["reward_delta_ci95"],
+                        "kl_to_sft": m["kl_to_sft"], "ended_frac_rl": m["ended_frac_rl"], "distinct2_rl": m["distinct2_rl"],
+                        "distinct2_sft": m["distinct2_sft"], "train_reward_first": m["train_reward_first"],
+                        "train_reward_last": m["train_reward_last"]})
+    return out
 
 
 # ---------------------------------------------------------------------------------- the RM ablation

@@ -24,24 +24,15 @@ from report import ROOT, load
 NEEDED = {name: f"notebooks/{notebook}.ipynb" for name, notebook in sorted(
     {**WRITTEN_BY, "rm_scalar_original_lr": "02_scalar_reward_model"}.items(), key=lambda item: item[1])}
 STUDIES = ("rm_ablation", "seeds", "overoptimization")  # each adds its section once its summary exists
-# the full profile's records (the original settings, on a GPU) set beside this profile's -> the command that makes each
-FULL_COLUMN = {"rm_scalar": "python -m alignlib rm --publish",
-               "rm_prob": "python -m alignlib rm --labels 10 --publish",
-               "reinforce_ema": "python -m alignlib reinforce"}
-# make bench's records: this machine's (needed), and those of the machine with native bf16 (shown where present)
-BENCHES = {"bench": ("bench.json", "speed_profile.json"),
-           "native": ("bench_native_bf16_cpu.json", "speed_profile_native_bf16_cpu.json")}
+# the records the published (cpu) report needs beyond the notebooks' -> the command that makes each: the original
+# REINFORCE settings (the full profile's EMA run) and the SFT replies' lengths (`make rerun` makes both)
+PUBLISHED_EXTRA = {"results/full/reinforce_ema.json": "python -m alignlib reinforce --profile full (make rerun)",
+                   "results/full/rm_scalar.json": "python -m alignlib rm --profile full --publish",
+                   "results/cpu/sft_reply_lengths.json": "python -m alignlib sft-lengths --profile cpu (make rerun)"}
 
 
 def needed(profile: str) -> list[str]:
     return [n for n in NEEDED if not (profile == "full" and n == "rm_scalar_original_lr")]
-
-
-def full_column(profile: str) -> list[str]:
-    """The records of FULL_COLUMN that results/full/ holds, for the column beside this profile's: none without
-    the scalar RM (a GPU session may have run only some; the column says which are still to run)."""
-    have = [n for n in FULL_COLUMN if load(f"results/full/{n}.json")]
-    return have if profile != "full" and "rm_scalar" in have else []
 
 
 def stale_policies(profile: str) -> list[str]:
@@ -65,7 +56,8 @@ def missing_records(profile: str) -> list[str]:
             problems.append(f"results/{profile}/{name}.json is missing: run {NEEDED[name]} at profile '{profile}'")
         elif record["profile"] != profile:
             problems.append(f"results/{profile}/{name}.json says profile {record['profile']!r}, expected {profile!r}")
-    problems += [f"results/{name} is missing: run `make bench`" for name in BENCHES["bench"] if not load(f"results/{name}")]
+    if profile == "cpu":  # the published report: the assignment's own settings and the reply lengths, never "not run yet"
+        problems += [f"{path} is missing: run {command}" for path, command in PUBLISHED_EXTRA.items() if not load(path)]
     return problems
 
 
@@ -88,32 +80,57 @@ def values(profile: str) -> dict:
     """Everything report.typ shows beyond the records' own numbers: the verdicts and the parts that exist."""
     rec = {name: load(f"results/{profile}/{name}.json") for name in needed(profile)}
     studies = {name: load(f"results/{profile}/{name}.json") for name in STUDIES}
-    seeds, full = studies["seeds"], full_column(profile)
-    benches = {k: {"bench": load(f"results/{b}"), "profile": load(f"results/{p}")} for k, (b, p) in BENCHES.items()}
-    pairs = benches["bench"]["profile"]["precision_pairs"]  # the profile's precision first in even pairs
+    seeds, overopt = studies["seeds"], studies["overoptimization"]
     rm_names = [n for n in rec if n.startswith("rm_")]
+    original = load("results/full/reinforce_ema.json") if profile != "full" else rec["reinforce_ema"]
+    ledger = load("results/rerun.json")
     return {
         "studies": [name for name, summary in studies.items() if summary is not None],
-        "full": full, "full_seeds": "reinforce_ema" in full and load("results/full/seeds.json") is not None,
-        "commands": FULL_COLUMN, "stale": stale_policies(profile),
-        "machines": list(dict.fromkeys(r["hardware"] for r in rec.values())),
+        "original_settings": original is not None and load("results/full/rm_scalar.json") is not None,
+        "sft_lengths": load(f"results/{profile}/sft_reply_lengths.json") is not None,
+        "stale": stale_policies(profile),
         "one_code": verdicts.one_code(list(rec.values())), "code_versions": code_versions(rec),
+        "ablation_versions": (studies["rm_ablation"] or {}).get("code_versions", []),
         "findings": verdicts.findings(rec["rm_scalar"], rec["reinforce_ema"], rec["comparison"]),
         "sanity": verdicts.sanity_checks(rec["rm_scalar"]["sanity_checks"]),
         "losses": {n: verdicts.rm_losses(rec[n]) for n in rm_names}
-        | {f"full/{n}": verdicts.rm_losses(load(f"results/full/{n}.json")) for n in full if n.startswith("rm_")},
+        | ({"full/rm_scalar": verdicts.rm_losses(load("results/full/rm_scalar.json"))}
+           if load("results/full/rm_scalar.json") else {}),
         "prob_wider_than_uniform": verdicts.wider_than_uniform(rec["rm_prob"]["metrics"]["dist_var_mean"]),
-        "rankings": verdicts.rankings(seeds), "full_rankings": verdicts.rankings(load("results/full/seeds.json")),
+        "judges": judges(rec, profile),
+        "ending": verdicts.ending_the_turn(rec["reinforce_ema"]),
+        "rankings": verdicts.rankings(seeds),
+        "baseline": verdicts.baseline(seeds),
         "rloo_ranked": verdicts.ranking(seeds, "reinforce_rloo", "reinforce_ema", "reward_delta_mean"),
-        "kl_penalty": verdicts.kl_penalty(seeds),
         "sampled_reward": verdicts.sampled_reward(seeds),
+        "collapses": verdicts.collapses(policy_runs(profile, rec, seeds)),
         "seed_cost": verdicts.same_machine_cost(seed_records(profile, seeds, "reinforce_ema"),
                                                 seed_records(profile, seeds, "reinforce_rloo")),
-        "overopt": verdicts.overoptimization(studies["overoptimization"]),
+        "overopt": verdicts.overoptimization(overopt),
         "ablation": verdicts.best_variant(studies["rm_ablation"]),
-        "bench": {k: verdicts.bench_verdicts(b["bench"]) for k, b in benches.items() if b["bench"] and b["profile"]},
-        "run_order": verdicts.run_order(pairs, next(iter(pairs)), "forced none (float32)"),
+        "rerun": None if ledger is None else {"parts": sum(len(s["parts"]) for s in ledger["steps"].values()),
+                                              "hours": sum(p["seconds"] for s in ledger["steps"].values()
+                                                           for p in s["parts"]) / 3600},
     }
+
+
+def judges(rec: dict, profile: str) -> dict:
+    """How far the judges agree (`verdicts.judge_agreement`): the scalar and the E[p] reward model on the validation
+    pairs, and the over-optimisation study's proxy and judge, where they exist."""
+    proxy, judge = (load(f"results/{profile}/overopt/rm_{role}.json") for role in ("proxy", "judge"))
+    return {"scalar_vs_prob": verdicts.judge_agreement(rec["rm_scalar"]["margins"], rec["rm_prob"]["margins"]),
+            "proxy_vs_judge": verdicts.judge_agreement(proxy["margins"], judge["margins"]) if proxy and judge else None}
+
+
+def policy_runs(profile: str, rec: dict, seeds: dict | None) -> dict[str, dict]:
+    """Every REINFORCE run of the seeded configurations: the notebooks' (seed 0) and the seeds study's."""
+    out = {name: r for name, r in rec.items() if name.startswith("reinforce_")}
+    for base in (seeds or {}).get("configs", {}):
+        for s in seeds["seeds"][1:]:
+            r = load(f"results/{profile}/seeds/{base}_seed{s}.json")
+            if r:
+                out[f"{base}_seed{s}"] = r
+    return out
 
 
 def build(profile: str, output: Path | None = None) -> Path:

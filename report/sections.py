@@ -16,7 +16,12 @@ from pathlib import Path
 from alignlib import verdicts
 from alignlib.records import PUBLISHED
 from report import ROOT, load
-from report.build import FULL_COLUMN, NEEDED, code_versions, needed
+from report.build import NEEDED, code_versions, needed
+
+# the full profile's records (the original settings) -> the command that makes each
+FULL_COLUMN = {"rm_scalar": "python -m alignlib rm --publish",
+               "rm_prob": "python -m alignlib rm --labels 10 --publish",
+               "reinforce_ema": "python -m alignlib reinforce"}
 
 RMS, POLICIES = [n for n in NEEDED if n.startswith("rm_")], [n for n in NEEDED if n.startswith("reinforce_")]
 PRECISION = {"none": "float32", "bf16": "bfloat16 autocast", "fp16": "float16 autocast"}
@@ -216,7 +221,8 @@ def overoptimization(profile: str) -> list[str]:
 
 
 def full(profile: str) -> str:
-    """The full profile's records (GPU runs): what each gives and on which GPU, and which are still to run."""
+    """The full profile's records (the original settings): what each gives and on which machine, and which are
+    still to run."""
     have = records("full", FULL_COLUMN)
     if not have:
         return "No run of the `full` profile is recorded in `results/full/` yet."
@@ -228,11 +234,11 @@ def full(profile: str) -> str:
                   f"reward gain over SFT {m['reward_delta_mean']:+.3f} {ci(m['reward_delta_ci95'])}, "
                   f"KL {m['kl_to_sft']:.1f} nats")
         shared = " (GPU shared with other runs)" if "shared_device" in r else ""
-        rows.append([name, result, r["hardware"].split(",")[0], f"{r['wall_time_s'] / 60:.1f} min{shared}"])
+        rows.append([name, result, r["hardware"].split(", torch")[0], f"{r['wall_time_s'] / 60:.1f} min{shared}"])
     todo = [f"{n} (`{cmd} --profile full`)" for n, cmd in FULL_COLUMN.items() if n not in have]
     return "\n".join(["Runs of the `full` profile (the original settings, on the offline data and weights; "
-                      "`results/full/`):", "", *md_table(["run", "result", "GPU", "run time"], rows)]
-                     + (["", f"Still to run on a GPU: {', '.join(todo)}."] if todo else []))
+                      "`results/full/`):", "", *md_table(["run", "result", "machine", "run time"], rows)]
+                     + (["", f"Still to run: {', '.join(todo)}."] if todo else []))
 
 
 BENCH_LABELS = {"rm_pairs_per_s_ratio_vs_trl": "reward-model training, pairs per second",

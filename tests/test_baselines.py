@@ -1,7 +1,5 @@
 """Baselines and advantages of REINFORCE, against hand computations."""
 
-import math
-
 import pytest
 import torch
 
@@ -39,9 +37,17 @@ def test_rloo_advantages_by_hand():
 
 
 def test_advantage_stats_by_hand():
+    # mean 2, E[A^2] = (1 + 9) / 2 = 5, variance over the n = 2 rows ((1-2)^2 + (3-2)^2) / 2 = 1
     s = baselines.advantage_stats(torch.tensor([1.0, 3.0]))
-    assert s == pytest.approx({"advantage/mean": 2.0, "advantage/sq_mean": 5.0, "advantage/std": math.sqrt(2.0),
-                               "advantage/var": 2.0})
+    assert s == pytest.approx({"advantage/mean": 2.0, "advantage/sq_mean": 5.0, "advantage/std": 1.0,
+                               "advantage/var": 1.0})
+
+
+def test_advantage_second_moment_is_mean_squared_plus_variance():
+    """The identity the report states, E[A^2] = mean(A)^2 + var(A), holds exactly for any batch."""
+    a = torch.randn(7, generator=torch.Generator().manual_seed(0)) + 0.3
+    s = baselines.advantage_stats(a)
+    assert s["advantage/sq_mean"] == pytest.approx(s["advantage/mean"] ** 2 + s["advantage/var"], rel=1e-12)
 
 
 def test_advantage_stats_of_a_batch_of_one_reply_are_finite():

@@ -43,3 +43,14 @@ def test_profiles_are_typed_and_frozen():
     with pytest.raises(dataclasses.FrozenInstanceError):
         cpu.rm_scalar.lr = 1.0
     assert config.with_overrides(cpu.rm_scalar, lr=1.0).lr == 1.0 and cpu.rm_scalar.lr != 1.0
+
+
+@pytest.mark.parametrize("name", ["full", "cpu", "smoke"])
+def test_the_reward_model_reads_the_longest_prompt_and_reply_whole(name):
+    """The held-out replies may take eval_budget tokens; scored at the training length they would be cut from the
+    left, and the reward model would judge the reply's end without its prompt."""
+    profile = config.get_profile(name)
+    cfg = profile.reinforce
+    assert config.scoring_length(profile) >= cfg.max_prompt_tokens + cfg.eval_budget + 1
+    assert config.scoring_length(profile) >= profile.data.max_length
+    assert cfg.eval_budget >= cfg.max_new_tokens

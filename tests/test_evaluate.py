@@ -42,7 +42,9 @@ def test_compare_policies_by_hand():
     assert out["reward_delta_mean"] == pytest.approx(0.5)
     assert out["win_rate"] == pytest.approx((1 + 0.5) / 2)  # one win, one tie
     assert out["length_rl"] == 2.5 and out["ended_frac_sft"] == 0.5 and out["n_eval_prompts"] == 2
-    assert out["gain_by_ending"]["both_ended"] == {"n": 1, "reward_delta_mean": 1.0}
+    assert out["gain_by_ending"]["both_ended"] == {"n": 1, "reward_delta_mean": 1.0, "reward_delta_ci95": None,
+                                                   "share_of_gain": 1.0}
+    assert out["reward_delta_both_ended"] == 1.0 and out["reward_delta_both_ended_ci95"] is None
     assert out["reward_per_token"] is None  # the same lengths: nothing to fit
     longer = {"tokens": [[1, 2, 3, 4], [4, 5]], "ended": [True, False]}  # the first reply 1 token longer, +1 reward
     assert evaluate.compare_policies([0.0, 1.0], [1.0, 1.0], gen, longer)["reward_per_token"] == pytest.approx(1.0)
@@ -89,11 +91,53 @@ def test_length_controlled_gain_by_hand():
 def test_gain_by_ending_by_hand():
     out = stats.gain_by_ending([0, 0, 0, 0, 0], [1.0, 2.0, -1.0, 3.0, 0.5],
                                [True, True, False, False, True], [True, True, True, False, False])
-    assert out["both_ended"] == {"n": 2, "reward_delta_mean": 1.5}
-    assert out["rl_only_ended"] == {"n": 1, "reward_delta_mean": -1.0}
-    assert out["neither_ended"] == {"n": 1, "reward_delta_mean": 3.0}
-    assert out["sft_only_ended"] == {"n": 1, "reward_delta_mean": 0.5}
-    assert stats.gain_by_ending([0.0], [1.0], [True], [True])["neither_ended"] == {"n": 0, "reward_delta_mean": None}
+    # gains 1, 2 | -1 | 3 | 0.5: total 5.5, so the groups hold 3/5.5, -1/5.5, 3/5.5 and 0.5/5.5 of it
+    assert {k: (v["n"], v["reward_delta_mean"]) for k, v in out.items()} == {
+        "both_ended": (2, 1.5), "rl_only_ended": (1, -1.0), "neither_ended": (1, 3.0), "sft_only_ended": (1, 0.5)}
+    assert out["both_ended"]["share_of_gain"] == pytest.approx(3 / 5.5)
+    assert out["rl_only_ended"]["share_of_gain"] == pytest.approx(-1 / 5.5)
+    assert sum(v["share_of_gain"] for v in out.values()) == pytest.approx(1.0)
+    assert out["both_ended"]["reward_delta_ci95"] == pytest.approx([1.0, 2.0])  # resamples of {1, 2}
+    assert out["rl_only_ended"]["reward_delta_ci95"] is None  # one prompt: no interval
+    assert stats.gain_by_ending([0.0], [1.0], [True], [True])["neither_ended"] == {
+        "n": 0, "reward_delta_mean": None, "reward_delta_ci95": None, "share_of_gain": None}
+    assert stats.gain_by_ending([1.0, 0.0], [0.0, 1.0], [True, True], [True, True])["both_ended"]["share_of_gain"] is None
+
+
+def test_cut_replies_are_the_replies_a_smaller_budget_samples(tiny_policy, tokenizer):
+    """The evaluation samples once with room to end; its replies cut to the training cap are exactly what sampling
+    with the cap gives (the Gumbel noise depends on seed, row and step only), ended flags and texts included."""
+    prompts = [[{"role": "user", "content": w}] for w in ("cats", "dogs", "rain", "snow", "tea")]
+    cfg = config.with_overrides(config.get_profile("smoke").reinforce, eval_batch_size=3, max_new_tokens=4,
+                                eval_max_new_tokens=24, amp="none")
+    assert cfg.eval_budget == 24 and config.with_overrides(cfg, eval_max_new_tokens=None).eval_budget == 4
+    tiny_policy.generation_config.eos_token_id = None
+    long = evaluate.generate_for_eval(tiny_policy, tokenizer, prompts, cfg, progress=False)
+    short = evaluate.generate_for_eval(tiny_policy, tokenizer, prompts, cfg, progress=False, max_new_tokens=4)
+    assert long["budget"] == 24 and short["budget"] == 4
+    assert max(len(t) for t in long["tokens"]) > 4  # the long budget was used
+    cut = evaluate.cut_replies(long, 4, tokenizer)
+    assert cut == short
+    with pytest.raises(ValueError, match="cannot show a budget of 30"):
+        evaluate.cut_replies(long, 30, tokenizer)
+
+
+def test_cut_replies_by_hand(tokenizer):
+    eos = tokenizer.eos_token_id
+    gen = {"texts": ["", "", ""], "tokens": [[5, 6, eos], [5, 6, 7, 8, eos], [5, 6, 7, 8, 9]],
+           "ended": [True, True, False], "budget": 5}
+    cut = evaluate.cut_replies(gen, 3, tokenizer)
+    assert cut["tokens"] == [[5, 6, eos], [5, 6, 7], [5, 6, 7]] and cut["ended"] == [True, False, False]
+    assert cut["budget"] == 3 and cut["texts"][1] == tokenizer.decode([5, 6, 7], skip_special_tokens=True).strip()
+
+
+def test_compare_at_cap_prefixes_every_key():
+    cut = {"ended": [True, False], "budget": 2}
+    out = evaluate.compare_at_cap([0.0, 1.0], [1.0, 1.0], cut, {"ended": [True, True], "budget": 2})
+    assert out["cap_reward_delta_mean"] == pytest.approx(0.5) and out["cap_budget"] == 2
+    assert out["cap_ended_frac_sft"] == 0.5 and out["cap_ended_frac_rl"] == 1.0
+    assert out["cap_gain_by_ending"]["rl_only_ended"]["n"] == 1
+    assert all(k.startswith("cap_") for k in out)
 
 
 def test_across_seeds_by_hand():
@@ -183,9 +227,26 @@ def test_generation_and_the_kl_pass_show_one_bar_counting_the_prompts(tiny_polic
     gen = evaluate.generate_for_eval(tiny_policy, tokenizer, prompts, cfg)
     evaluate.kl_to_reference(tiny_policy, tiny_policy, tokenizer, prompts, gen["tokens"], cfg)
     evaluate.generate_for_eval(tiny_policy, tokenizer, prompts, cfg, progress=False)
-    assert [b.kwargs["desc"] for b in bars.made] == ["generating replies", "KL to reference", "generating replies"]
+    assert [b.kwargs["desc"] for b in bars.made] == ["generating replies (up to 2 tokens)", "KL to reference",
+                                                     "generating replies (up to 2 tokens)"]
     assert all(b.kwargs["total"] == 3 and b.updates == [2, 1] for b in bars.made)  # batches of 2, then 1
     assert [b.kwargs["disable"] for b in bars.made] == [False, False, True]
+
+
+def test_the_kl_pass_takes_fewer_rows_when_replies_are_long(tiny_policy, tokenizer, monkeypatch):
+    """Two models' logits over the vocabulary for 32 replies of 1024 tokens would take 13 GB: the pass keeps
+    rows x longest reply within KL_TOKENS_PER_PASS, and the mean is the same."""
+    prompts = [[{"role": "user", "content": w}] for w in ("cats", "dogs", "rain")]
+    replies = [[5, 6, 7, 8], [9, 10], [11, 12, 13]]
+    cfg = config.with_overrides(config.get_profile("smoke").reinforce, eval_batch_size=3, amp="none")
+    whole = evaluate.kl_to_reference(tiny_policy, tiny_policy, tokenizer, prompts, replies, cfg, progress=False)
+    rows = []
+    real = evaluate.rollout.from_replies
+    monkeypatch.setattr(evaluate.rollout, "from_replies", lambda tok, p, r: rows.append(len(p)) or real(tok, p, r))
+    monkeypatch.setattr(evaluate, "KL_TOKENS_PER_PASS", 8)  # 8 tokens // 4 (the longest reply) = 2 rows per pass
+    assert evaluate.kl_to_reference(tiny_policy, tiny_policy, tokenizer, prompts, replies, cfg,
+                                    progress=False) == pytest.approx(whole, abs=1e-6)
+    assert rows == [2, 1]
 
 
 def test_ended_within_and_the_cap_that_lets_a_share_of_the_replies_end():

@@ -112,6 +112,18 @@ def test_ema_advantages_of_two_iterations_by_hand(tiny_policy, tokenizer):
         assert logged_loss == pytest.approx(-(torch.tensor(advantages) * seq_logp).mean().item(), rel=1e-4)
 
 
+def test_without_a_baseline_the_advantage_is_the_reward_itself(tiny_policy, tokenizer):
+    """baseline "none": rewards [1, 3] then [5, 7] are the advantages as they are; nothing is subtracted, so
+    every term of the gradient estimate carries the whole reward (E[A^2] = 5, then 37, against 1 and 17 with EMA)."""
+    passes = GradientPasses(tiny_policy)
+    hist = reinforce_loop.train_reinforce(tiny_policy, tokenizer, scripted_reward([[1, 3], [5, 7]]), PROMPTS,
+                                          smoke_rl(baseline="none", top_p=1.0, temperature=1.0), progress=False)
+    assert hist["advantage/baseline"] == [0.0, 0.0]
+    assert hist["advantage/mean"] == [2.0, 6.0] and hist["advantage/sq_mean"] == [5.0, 37.0]
+    for seen, advantages in zip(passes.passes, ([1.0, 3.0], [5.0, 7.0])):
+        assert_reinforce_gradient(seen, advantages)
+
+
 def test_rloo_advantages_by_hand(tiny_policy, tokenizer):
     """k = 2 replies per prompt, adjacent: rewards [1, 3 | 5, 9] -> baselines [3, 1 | 9, 5]."""
     passes = GradientPasses(tiny_policy)

@@ -55,6 +55,27 @@ def test_memory_is_read_through_psutil_on_every_platform():
     assert mem.peak_mb > 64 and machine.peak_memory_mb() >= mem.peak_mb * 0.5
 
 
+def test_the_share_of_the_cpus_other_work_took_by_hand():
+    # 10 s on 2 cores = 20 core-seconds; the machine was busy for 15 of them, this process for 5: others took 10
+    assert machine.others_cpu_share((100.0, 40.0, 1000.0), (115.0, 45.0, 1010.0), cores=2) == 0.5
+    assert machine.others_cpu_share((100.0, 40.0, 1000.0), (109.9, 50.0, 1010.0), cores=2) == 0.0  # alone
+    assert machine.others_cpu_share(None, (1.0, 1.0, 1.0)) is None  # the platform did not tell
+    assert machine.others_cpu_share((1.0, 1.0, 5.0), (2.0, 1.0, 5.0)) is None  # no time passed
+
+
+def test_a_run_beside_other_work_says_so(monkeypatch):
+    """A timing made while another job shares the cores must be marked: PeakMemory measures the others' share."""
+    real = machine.cpu_seconds
+    readings = iter([(0.0, 0.0, 0.0), (18.0, 10.0, 10.0)])  # 10 s, 2 cores: busy 18 core-s, 10 of them ours
+    monkeypatch.setattr(machine, "cpu_seconds", lambda: next(readings))
+    monkeypatch.setattr(machine.os, "cpu_count", lambda: 2)
+    with machine.PeakMemory() as mem:
+        pass
+    assert mem.others_cpu_share == pytest.approx(0.4)
+    reading = real()
+    assert reading is None or (reading[0] >= 0 and reading[1] > 0)
+
+
 def test_macos_reports_its_peak_in_bytes_not_kib(monkeypatch):
     fake = types.SimpleNamespace(RUSAGE_SELF=0, getrusage=lambda who: types.SimpleNamespace(ru_maxrss=300 * 2**20))
     monkeypatch.setitem(sys.modules, "resource", fake)
@@ -253,7 +274,8 @@ def test_a_reinforce_setup_records_what_its_reward_model_was_trained_on(saved_rm
     adapter, _ = saved_rm
     tiny_policy.alignlib_source = "hub"
     monkeypatch.setattr(models, "load_policy", lambda: tiny_policy)
-    monkeypatch.setattr(evaluate, "generate_for_eval", lambda policy, tok, prompts, cfg: {"texts": ["x"] * len(prompts)})
+    monkeypatch.setattr(evaluate, "generate_for_eval", lambda policy, tok, prompts, cfg: {
+        "texts": ["x"] * len(prompts), "tokens": [[5]] * len(prompts), "ended": [False] * len(prompts), "budget": 8})
     prefs = data.PreferenceData(toy_pairs()[:4], toy_pairs()[4:], "offline:hh-rlhf-helpful-test")
     setup = runs.reinforce_setup(config.get_profile("smoke"), tokenizer, lambda p, t: [0.0] * len(t), adapter, prefs)
     assert setup.reward_model_trained_on == {"model_source": "gguf-q4_1", "data_source": "offline:hh-rlhf-helpful-test"}

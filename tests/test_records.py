@@ -62,6 +62,11 @@ def test_code_version_is_the_last_commit_that_changed_the_code(tmp_path, monkeyp
     git("add", "."), git("commit", "-qm", "results only")
     monkeypatch.setattr(records, "ROOT", tmp_path)
     assert records.code_version() == code_commit[:12] != git("rev-parse", "HEAD")[:12]
+    (tmp_path / "alignlib" / "plots.py").write_text("colour = 'C0'\n")  # presentation only: no run computes with it
+    git("add", "."), git("commit", "-qm", "a figure's colour")
+    assert records.code_version() == code_commit[:12]
+    (tmp_path / "alignlib" / "plots.py").write_text("colour = 'C1'\n")
+    assert records.code_version() == code_commit[:12]
     (tmp_path / "alignlib" / "loop.py").write_text("x = 2\n")
     assert records.code_version() == code_commit[:12] + "+dirty"
 

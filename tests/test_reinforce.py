@@ -87,8 +87,9 @@ def test_loop_refuses_inconsistent_settings(policy_factory, tokenizer):
     reinforce_loop.check_settings(odd, None)  # one process takes all 3 prompts
     with pytest.raises(ValueError, match="prompts_per_iter=3 does not split evenly over 2 processes"):
         reinforce_loop.check_settings(odd, None, processes=2)
-    with pytest.raises(ValueError, match="unknown baseline 'mean'"):
+    with pytest.raises(ValueError, match="unknown baseline 'mean'; use one of 'ema', 'rloo', 'none'"):
         reinforce_loop.check_settings(config.with_overrides(odd, baseline="mean"), None)
+    reinforce_loop.check_settings(config.without_baseline(odd), None)
 
 
 def test_non_finite_reward_stops_the_run_and_names_it(policy_factory, tokenizer):

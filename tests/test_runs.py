@@ -54,6 +54,35 @@ def test_a_profile_takes_its_own_reward_model_before_the_published_cpu_one(tmp_p
     assert records.find_adapter("full", "checkpoints/full/seeds/rm_scalar") == recorded  # the folder a record names
 
 
+def test_the_sft_replies_are_sampled_once_and_kept_for_every_later_run(tmp_path, monkeypatch, tokenizer, tiny_policy):
+    """Every run of a profile is judged against the same SFT replies (half an hour at cpu): the first setup samples
+    them, the later ones read them; another budget, code or profile samples again (smoke keeps none)."""
+    from alignlib import evaluate
+
+    monkeypatch.setattr(records, "ROOT", tmp_path)
+    monkeypatch.setattr(records, "loaded_code_version", lambda: "abc")
+    calls = []
+    monkeypatch.setattr(evaluate, "generate_for_eval", lambda policy, tok, p, cfg: calls.append(cfg.eval_budget) or {
+        "texts": ["x"] * len(p), "tokens": [[5]] * len(p), "ended": [True] * len(p), "budget": cfg.eval_budget})
+    cpu = config.get_profile("cpu")
+    prompts = [[{"role": "user", "content": "hi"}]]
+    first = runs.sft_eval_replies(cpu, tiny_policy, tokenizer, prompts, cpu.reinforce)
+    again = runs.sft_eval_replies(cpu, tiny_policy, tokenizer, prompts, cpu.reinforce)
+    assert first == again and calls == [cpu.reinforce.eval_budget]
+    runs.sft_eval_replies(cpu, tiny_policy, tokenizer, prompts, config.with_overrides(cpu.reinforce, eval_max_new_tokens=64))
+    assert calls == [cpu.reinforce.eval_budget, 64]
+    monkeypatch.setattr(records, "loaded_code_version", lambda: "def")  # other code: sampled again
+    runs.sft_eval_replies(cpu, tiny_policy, tokenizer, prompts, cpu.reinforce)
+    smoke = config.get_profile("smoke")
+    for _ in range(2):
+        runs.sft_eval_replies(smoke, tiny_policy, tokenizer, prompts, smoke.reinforce)
+    assert len(calls) == 5 and not (tmp_path / "checkpoints" / "smoke" / "sft_replies").exists()
+    monkeypatch.setattr(records, "loaded_code_version", lambda: "def+dirty")  # uncommitted code: never kept
+    runs.sft_eval_replies(cpu, tiny_policy, tokenizer, prompts, cpu.reinforce)
+    runs.sft_eval_replies(cpu, tiny_policy, tokenizer, prompts, cpu.reinforce)
+    assert len(calls) == 7
+
+
 def test_pairs_seen_counts_every_epoch_unless_max_steps_stopped_the_run():
     cfg = config.with_overrides(config.get_profile("cpu").rm_scalar, epochs=3, batch_size=4, grad_accum=2)
     assert runs.pairs_seen({"step": list(range(1, 16))}, 40, cfg) == 120  # 3 epochs of 5 steps of 8 pairs
@@ -164,7 +193,7 @@ def test_a_reused_reinforce_run_returns_its_record_without_training(tmp_path, mo
     reuse_setup(tmp_path, monkeypatch)
     smoke = config.get_profile("smoke")
     cfg = config.with_overrides(smoke.reinforce, amp="none")
-    setup = runs.ReinforceSetup(None, None, [], 0, [], {}, "results/smoke/adapters/rm_x", "toy")
+    setup = runs.ReinforceSetup(None, None, [], 0, [], {}, {}, "results/smoke/adapters/rm_x", "toy")
     weights = tmp_path / setup.reward_model / "adapter_model.safetensors"
     weights.parent.mkdir(parents=True)
     weights.write_bytes(b"the reward model it was trained against")
@@ -176,7 +205,7 @@ def test_a_reused_reinforce_run_returns_its_record_without_training(tmp_path, mo
     monkeypatch.setattr(runs.models, "load_policy", lambda: None)
     with pytest.raises(KeyError, match="trains"):  # other settings: trained
         runs.reinforce_run("reinforce_x", smoke, cfg, setup, extra_config={"mode": "b"})
-    moved = runs.ReinforceSetup(None, None, [], 0, [], {}, "checkpoints/smoke/rm_x", "toy")  # e.g. a fresh clone's
+    moved = runs.ReinforceSetup(None, None, [], 0, [], {}, {}, "checkpoints/smoke/rm_x", "toy")  # e.g. a fresh clone's
     (tmp_path / moved.reward_model).mkdir(parents=True)
     (tmp_path / moved.reward_model / "adapter_model.safetensors").write_bytes(weights.read_bytes())
     monkeypatch.setattr(reinforce_loop, "train_reinforce", lambda *a, **k: pytest.fail("trained again"))

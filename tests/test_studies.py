@@ -210,16 +210,20 @@ def test_the_overoptimisation_run_is_judged_every_part_and_resumes_its_points(to
 
     monkeypatch.setattr(records, "ROOT", tmp_path)
     monkeypatch.setattr(models, "load_policy", tiny_sft)
-    cfg = smoke_rl(iterations=2, eval_batch_size=2)
+    cfg = smoke_rl(iterations=2, eval_batch_size=2, eval_max_new_tokens=12)  # the training cap is 4
     sft = evaluate.generate_for_eval(tiny_sft(), tokenizer, PROMPTS[:2], cfg)
     sft["rewards"] = toy_reward(PROMPTS[:2], sft["texts"]).numpy()
-    setup = runs.ReinforceSetup(tokenizer, toy_reward, PROMPTS, 0, PROMPTS[:2], sft, "rm", "toy")
+    at_cap = evaluate.cut_replies(sft, cfg.max_new_tokens, tokenizer)
+    at_cap["rewards"] = toy_reward(PROMPTS[:2], at_cap["texts"]).numpy()
+    setup = runs.ReinforceSetup(tokenizer, toy_reward, PROMPTS, 0, PROMPTS[:2], sft, at_cap, "rm", "toy")
     judge = lambda prompts, texts: torch.tensor([float(len(t)) for t in texts])  # noqa: E731
     profile = config.get_profile("cpu")
     trained = Recorder(monkeypatch, reinforce_loop, "train_reinforce")
     record = studies.overopt_run("overopt/x", profile, cfg, setup, judge, 1, {"s": 1})
     points = record["points"]
     assert [p["iteration"] for p in points] == [0, 1, 2] and record["metrics"]["complete"]
+    # judged at the training cap, against SFT's replies cut to it: before training, exactly SFT's replies
+    assert [p["budget"] for p in points] == [4, 4, 4]
     assert points[0]["kl_to_sft"] == 0 and points[0]["proxy"]["reward_delta_mean"] == 0
     assert points[0]["judge"]["reward_delta_mean"] == 0 and points[2]["kl_to_sft"] != 0
     assert [c.iterations for c in trained.configs] == [1, 2]
@@ -241,3 +245,10 @@ class Recorder:
             return fn(*args, **kwargs)
 
         monkeypatch.setattr(module, name, wrapped)
+
+
+def test_a_judges_interval_in_sft_standard_deviations_by_hand():
+    # gain 0.5 reward units = 1.0 sd, so the sd is 0.5 and the interval [0.2, 0.8] is [0.4, 1.6] sd
+    said = summaries.in_sd({"reward_delta_mean": 0.5, "reward_delta_sd_units": 1.0, "reward_delta_ci95": [0.2, 0.8]})
+    assert said == pytest.approx([0.4, 1.6])
+    assert summaries.in_sd({"reward_delta_mean": 0.0, "reward_delta_sd_units": 0.0, "reward_delta_ci95": [0, 0]}) is None

@@ -1,5 +1,6 @@
 """The verdicts the report, the README and the notebooks state, decided on hand-made summaries (alignlib/verdicts.py)."""
 
+import numpy as np
 import pytest
 
 from alignlib import verdicts
@@ -35,6 +36,14 @@ def test_a_ranking_holds_or_is_withdrawn_and_is_none_before_make_seeds():
 
 def ranking(a, b, metric, diff, holds):
     return {"a": a, "b": b, "metric": metric, "diff": diff, "ci95": [diff - 1, diff + 1], "holds": holds}
+
+
+def test_the_baseline_verdict_pairs_the_gain_and_the_second_moment_of_ema_against_none():
+    seeds = {"rankings": [ranking("reinforce_ema", "reinforce_none", "reward_delta_mean", 0.1, False),
+                          ranking("reinforce_ema", "reinforce_none", "advantage_sq_mean", -20.0, True)]}
+    said = verdicts.baseline(seeds)
+    assert said["gain"]["diff"] == 0.1 and said["sq"]["holds"]
+    assert verdicts.baseline({"rankings": seeds["rankings"][:1]}) is None
 
 
 def test_the_kl_penalty_lowers_the_kl_only_where_a_negative_difference_holds():
@@ -79,34 +88,53 @@ def test_overoptimisation_summary_verdicts():
     said = verdicts.overoptimization(summary)
     assert said["falls"] == ["reinforce_ema"] and said["max_kl"] == 9.0
     assert said["runs"]["reinforce_ema"]["proxy_rises"] and said["runs"]["reinforce_ema"]["peak"]["iteration"] == 10
-    assert said["missing"] == ["reinforce_ema_kl"] and said["matched_kl"] is None
+    assert said["missing"] == ["reinforce_ema_kl"] and said["runs"]["reinforce_ema"]["dip"]["to"]["iteration"] == 20
     assert verdicts.overoptimization({"policies": {"reinforce_ema": {"points": [free["points"][0]]}}})["runs"] == {}
     assert verdicts.overoptimization(None) is None
 
 
-@pytest.mark.parametrize("penalised_cis, higher, above, below, verdict", [
-    ([[0.6, 0.8], [0.6, 0.8]], 2, 2, 0, "more reward"),
-    ([[0.6, 0.8], [0.2, 0.45]], 2, 1, 0, "more reward"),  # half the points beyond noise
-    ([[0.2, 0.45], [0.2, 0.45]], 2, 0, 0, "no measurable reward"),
-    ([[0.6, 0.8], [-0.5, 0.0]], 1, 1, 1, "mixed")])
-def test_matched_kl_sets_each_penalised_point_against_the_nearest_unpenalised_one(penalised_cis, higher, above, below,
-                                                                                  verdict):
-    free = {"points": [point(0, 0.0, [0, 0], kl=0.0), point(10, 0.3, [0.2, 0.4], kl=2.0),
-                       point(20, 0.3, [0.2, 0.4], kl=8.0)]}
-    penalised = {"points": [point(0, 0.0, [0, 0], kl=0.0)] + [
-        point(10 * (i + 1), (lo + hi) / 2 + 0.01, [lo, hi], kl=kl) for i, ((lo, hi), kl) in enumerate(
-            zip(penalised_cis, (2.5, 7.0)))]}
-    said = verdicts.matched_kl(free, penalised)
-    assert (said["pairs"], said["higher"], said["above"], said["below"], said["verdict"]) == (2, higher, above, below,
-                                                                                              verdict)
-    assert said["gap"] == pytest.approx(1.0)  # 7.0 against 8.0; 2.5 against 2.0
+def test_the_largest_dip_is_from_the_best_point_so_far_to_a_later_one():
+    pts = [point(0, 0.0, [0, 0]), point(20, 1.43, [0.1, 0.3]), point(40, 1.30, [0.1, 0.3]), point(60, 1.50, [0.1, 0.3]),
+           point(80, 1.25, [0.1, 0.3]), point(100, 1.6, [0.1, 0.3])]
+    dip = verdicts.largest_dip(pts)  # 1.50 -> 1.25 is larger than 1.43 -> 1.30
+    assert (dip["from"]["iteration"], dip["to"]["iteration"]) == (60, 80)
+    assert verdicts.largest_dip(pts[:2]) is None  # never falls
 
 
-def test_a_hint_is_beyond_noise_at_fewer_than_half_the_points():
-    free = {"points": [point(i, 0.3, [0.2, 0.4], kl=float(i)) for i in range(4)]}
-    penalised = {"points": [point(0, 0.0, [0, 0], kl=0.0), point(1, 0.7, [0.5, 0.9], kl=1.0),
-                            point(2, 0.35, [0.2, 0.5], kl=2.0), point(3, 0.35, [0.2, 0.5], kl=3.0)]}
-    assert verdicts.matched_kl(free, penalised)["verdict"] == "a hint"
+def test_two_judges_agreement_by_hand():
+    said = verdicts.judge_agreement([1.0, 2.0, -1.0, 0.5], [2.0, 3.0, 1.0, 0.0])
+    # same sign on pairs 1 and 2, opposite on 3, a tie on 4 (half): (1 + 1 + 0 + 0.5) / 4
+    assert said["same_ranking"] == pytest.approx(0.625) and said["pairs"] == 4
+    assert said["margin_correlation"] == pytest.approx(np.corrcoef([1, 2, -1, 0.5], [2, 3, 1, 0])[0, 1])
+    assert verdicts.judge_agreement([1, 2, 3], [2, 4, 6])["margin_correlation"] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="same pairs"):
+        verdicts.judge_agreement([1.0, 2.0], [1.0])
+
+
+def policy(cap, cap_ci, gain, ci, share=0.6):
+    return {"seed": 1, "metrics": {
+        "cap_reward_delta_mean": cap, "cap_reward_delta_ci95": cap_ci, "reward_delta_mean": gain, "reward_delta_ci95": ci,
+        "cap_gain_by_ending": {"rl_only_ended": {"share_of_gain": share}}, "cap_ended_frac_sft": 0.44,
+        "cap_ended_frac_rl": 0.7, "reward_delta_both_ended": 0.05, "reward_delta_both_ended_ci95": [-0.1, 0.2],
+        "ended_frac_sft": 0.88, "eval_budget": 1024, "cap_budget": 96, "kl_to_sft": 18.9,
+        "ended_frac_rl": 0.086, "distinct2_rl": 0.51, "distinct2_sft": 0.8, "train_reward_first": 6.93,
+        "train_reward_last": 6.13}}
+
+
+@pytest.mark.parametrize("cap, cap_ci, gain, ci, verdict", [
+    (0.3, [0.2, 0.4], 0.05, [-0.05, 0.15], "mostly ending"),  # with room to end, no gain beyond noise
+    (0.3, [0.2, 0.4], 0.12, [0.05, 0.2], "mostly ending"),  # above 0, but less than half
+    (0.3, [0.2, 0.4], 0.2, [0.1, 0.3], "partly ending"),
+    (0.05, [-0.1, 0.2], 0.2, [0.1, 0.3], "none at the cap")])
+def test_how_much_of_the_gain_is_ending_the_turn(cap, cap_ci, gain, ci, verdict):
+    said = verdicts.ending_the_turn(policy(cap, cap_ci, gain, ci))
+    assert said["verdict"] == verdict and said["cap_share_only_policy_ended"] == 0.6 and said["budget"] == 1024
+
+
+def test_a_collapse_is_a_gain_below_zero_beyond_noise():
+    runs = {"a": policy(0.3, [0.2, 0.4], -0.178, [-0.267, -0.089]), "b": policy(0.3, [0.2, 0.4], -0.05, [-0.1, 0.02])}
+    said = verdicts.collapses(runs)
+    assert [c["run"] for c in said] == ["a"] and said[0]["kl_to_sft"] == 18.9 and said[0]["train_reward_last"] == 6.13
 
 
 def test_the_best_ablation_variant_and_whether_its_lead_is_noise():

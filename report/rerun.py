@@ -1,0 +1,173 @@
+"""Every `cpu` record again with the code of this commit, in parts, over as many sessions as it takes.
+
+    python -m report.rerun          # run the steps not done yet, in order; stop it any time, start it again
+    python -m report.rerun --plan   # what is done, what is left, and the hours each part took (no run)
+
+The steps, in order: the SFT replies' lengths at the evaluation's budget; notebooks 01 to 05 executed in place at
+`cpu` with every long run trained (ALIGNLIB_TRAIN=1); the seeds study; the over-optimisation study; the original
+REINFORCE settings (the `full` profile's run, `reinforce_ema`, on this machine when no GPU ran it); and last the
+studies' summaries made again from their records and `make report REUSE=1`, which executes every notebook again
+from the records (nothing trains) and builds the report and the README's sections. The scalar reward model's ablation is not run again: its settings did not change
+(docs/studies.md).
+
+A step is done when every record it writes was made here by this code (`records.code_version`, committed). A step
+that stops, because a session ended, continues the next time: the notebooks with ALIGNLIB_REUSE_RUNS=1 take the
+finished runs from their records, the studies skip them, and a run that was cut off resumes from its checkpoint.
+The ledger, results/rerun.json, says for each part of each step when it ran, on which machine and for how long
+(written every minute, so a part cut off by the end of a session keeps its time); each run's own record says how
+much of the CPUs other work took while it trained (`others_cpu_share_train`). Output goes to logs/rerun_<step>.log.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+
+from alignlib import records, summaries
+from alignlib.machine import hardware
+from alignlib.summaries import OVEROPT_DIR, SEEDED_RUNS, SEEDS_DIR
+from report import ROOT
+
+LEDGER = ROOT / "results" / "rerun.json"
+LOGS = ROOT / "logs"
+PY = str(ROOT / ".venv" / "bin" / "python")
+HEARTBEAT_S = 60
+
+
+@dataclass
+class Step:
+    name: str
+    command: list[str]
+    writes: list[tuple[str, str]] = field(default_factory=list)  # (profile, record name)
+    complete_flag: bool = False  # the records say metrics.complete (the over-optimisation runs, written per point)
+
+
+def notebook(name: str, writes: list[str]) -> Step:
+    path = f"notebooks/{name}.ipynb"
+    return Step(name, ["make", "report", "REUSE=1", f"NOTEBOOKS={path}", "SKIP_BUILD=1"], [("cpu", w) for w in writes])
+
+
+STEPS = [
+    Step("sft_lengths", [PY, "-m", "alignlib", "sft-lengths", "--profile", "cpu"], [("cpu", "sft_reply_lengths")]),
+    notebook("01_data", ["data"]),
+    notebook("02_scalar_reward_model", ["rm_scalar", "rm_scalar_original_lr"]),
+    notebook("03_reinforce", ["reinforce_ema", "reinforce_none", "reinforce_rloo", "reinforce_ema_kl",
+                              "reinforce_ema_original_lr"]),
+    notebook("04_probabilistic_reward_model", ["rm_prob", "rm_prob_beats", "reinforce_prob_expected",
+                                               "reinforce_prob_sampled"]),
+    notebook("05_comparison", ["comparison"]),
+    Step("seeds", [PY, "-m", "alignlib", "seeds", "--profile", "cpu"],
+         [("cpu", f"{SEEDS_DIR}/{base}_seed{s}") for base in SEEDED_RUNS for s in (1, 2)]),
+    Step("overoptimization", [PY, "-m", "alignlib", "overoptimization", "--profile", "cpu"],
+         [("cpu", f"{OVEROPT_DIR}/{n}") for n in ("rm_proxy", "rm_judge", "reinforce_ema", "reinforce_ema_kl")],
+         complete_flag=True),
+    Step("original_settings", [PY, "-m", "alignlib", "reinforce", "--profile", "full"], [("full", "reinforce_ema")]),
+]
+FINAL = Step("report", ["make", "report", "REUSE=1"])
+
+
+def missing(step: Step, version: str) -> list[str]:
+    """The records of `step` not yet made here by code `version` (complete, where the step writes them in parts)."""
+    out = []
+    for profile, name in step.writes:
+        record = records.made_here(name, profile)
+        if (record is None or record.get("code_version") != version
+                or (step.complete_flag and "complete" in record.get("metrics", {}) and not record["metrics"]["complete"])):
+            out.append(f"{profile}/{name}")
+    return out
+
+
+def head() -> str:
+    return subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short=12", "HEAD"], capture_output=True,
+                          text=True).stdout.strip()
+
+
+def read_ledger(version: str) -> dict:
+    ledger = json.loads(LEDGER.read_text()) if LEDGER.exists() else {}
+    if ledger.get("code_version") != version:  # another code version: its parts are not this re-run's
+        ledger = {"code_version": version, "steps": {}}
+    return ledger
+
+
+def write_ledger(ledger: dict) -> None:
+    LEDGER.write_text(json.dumps(ledger, indent=1) + "\n")
+
+
+def hours(step: dict) -> float:
+    return sum(p["seconds"] for p in step.get("parts", [])) / 3600
+
+
+def run_part(step: Step, ledger: dict) -> int:
+    """Run `step`'s command once, to its end or until it is stopped; the part is in the ledger all the while."""
+    part = {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "seconds": 0.0, "machine": hardware(), "commit": head(),
+            "finished": False, "exit_code": None}
+    ledger["steps"].setdefault(step.name, {"parts": []})["parts"].append(part)
+    write_ledger(ledger)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "ALIGNLIB_PROFILE": "cpu", "ALIGNLIB_TRAIN": "1", "ALIGNLIB_REUSE_RUNS": "1"}
+    env.pop("ALIGNLIB_AMP", None)  # the profile's precision, as the notebooks' runs use it
+    LOGS.mkdir(exist_ok=True)
+    start = time.perf_counter()
+    with open(LOGS / f"rerun_{step.name}.log", "a") as log:
+        log.write(f"\n==== {part['started']} {' '.join(step.command)}\n")
+        log.flush()
+        proc = subprocess.Popen(step.command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        while proc.poll() is None:
+            try:
+                proc.wait(timeout=HEARTBEAT_S)
+            except subprocess.TimeoutExpired:
+                part["seconds"] = round(time.perf_counter() - start, 1)
+                write_ledger(ledger)
+    part.update(seconds=round(time.perf_counter() - start, 1), exit_code=proc.returncode,
+                finished=proc.returncode == 0)
+    write_ledger(ledger)
+    return proc.returncode
+
+
+def plan(version: str) -> None:
+    ledger = read_ledger(version)
+    print(f"code version {version}")
+    for step in STEPS + [FINAL]:
+        left = missing(step, version) if step.writes else None
+        spent = hours(ledger["steps"].get(step.name, {}))
+        state = ("done" if left == [] or (left is None and ledger["steps"].get(step.name, {}).get("done_at") == head())
+                 else f"left: {', '.join(left)}" if left else "to do")
+        print(f"  {step.name:24s} {spent:5.1f} h so far  {state}")
+
+
+def main(argv: list[str]) -> int:
+    version = records.code_version()
+    if version == "unknown" or version.endswith("+dirty"):
+        sys.exit(f"the code is {version}: commit it first, so that every record of the re-run names one version")
+    if "--plan" in argv:
+        plan(version)
+        return 0
+    ledger = read_ledger(version)
+    for step in STEPS:
+        while left := missing(step, version):
+            print(f"[rerun] {step.name}: {len(left)} record(s) to make ({', '.join(left)})", flush=True)
+            if run_part(step, ledger) != 0:
+                sys.exit(f"[rerun] {step.name} failed: see logs/rerun_{step.name}.log")
+            if missing(step, version) == left:
+                sys.exit(f"[rerun] {step.name} finished but did not write {', '.join(left)}: see logs/rerun_{step.name}.log")
+        ledger["steps"].setdefault(step.name, {"parts": []})["done"] = True
+        write_ledger(ledger)
+    final = ledger["steps"].get(FINAL.name, {})
+    if final.get("done_at") != head():
+        print("[rerun] every run is recorded: the summaries, the notebooks and the report from the records", flush=True)
+        for write in (summaries.write_rm_ablation_summary, summaries.write_seeds_summary,
+                      summaries.write_overoptimization_summary):  # with the summaries' code of this commit
+            write("cpu")
+        if run_part(FINAL, ledger) != 0:
+            sys.exit("[rerun] make report REUSE=1 failed: see logs/rerun_report.log")
+        ledger["steps"][FINAL.name]["done_at"] = head()
+        write_ledger(ledger)
+    plan(version)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

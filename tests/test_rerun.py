@@ -1,0 +1,63 @@
+"""The re-run of every cpu record (report/rerun.py): which steps are done, and a ledger that keeps cut-off parts."""
+
+import json
+import sys
+
+import pytest
+
+from alignlib import records
+from report import rerun
+
+
+def write(root, profile, name, version, **metrics):
+    path = root / "results" / profile / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"name": name, "code_version": version, "metrics": metrics}))
+
+
+def test_a_step_is_done_when_this_code_made_each_of_its_records(tmp_path, monkeypatch):
+    monkeypatch.setattr(records, "ROOT", tmp_path)
+    monkeypatch.delenv(records.RESULTS_ENV, raising=False)
+    step = rerun.Step("x", ["true"], [("cpu", "a"), ("cpu", "seeds/b"), ("full", "c")])
+    assert rerun.missing(step, "v2") == ["cpu/a", "cpu/seeds/b", "full/c"]
+    write(tmp_path, "cpu", "a", "v2")
+    write(tmp_path, "cpu", "seeds/b", "v1")  # made by the code before: not this re-run's
+    write(tmp_path, "full", "c", "v2")
+    assert rerun.missing(step, "v2") == ["cpu/seeds/b"]
+    parts = rerun.Step("y", ["true"], [("cpu", "overopt/p")], complete_flag=True)
+    write(tmp_path, "cpu", "overopt/p", "v2", complete=False)  # written after each of its points
+    assert rerun.missing(parts, "v2") == ["cpu/overopt/p"]
+    write(tmp_path, "cpu", "overopt/p", "v2", complete=True)
+    assert rerun.missing(parts, "v2") == []
+
+
+def test_the_plan_covers_every_notebook_and_study_and_the_original_settings():
+    names = [s.name for s in rerun.STEPS]
+    assert names[1:6] == ["01_data", "02_scalar_reward_model", "03_reinforce", "04_probabilistic_reward_model",
+                          "05_comparison"]
+    assert {"seeds", "overoptimization", "original_settings"} <= set(names)
+    written = {w for s in rerun.STEPS for w in s.writes}
+    assert ("cpu", "seeds/reinforce_none_seed2") in written and ("full", "reinforce_ema") in written
+    assert not any(name.startswith("rm_dev/") for _, name in written)  # the ablation's settings did not change
+
+
+def test_a_part_cut_off_keeps_its_time_and_a_failed_one_stops_the_rerun(tmp_path, monkeypatch):
+    monkeypatch.setattr(rerun, "LEDGER", tmp_path / "rerun.json")
+    monkeypatch.setattr(rerun, "LOGS", tmp_path / "logs")
+    monkeypatch.setattr(rerun, "HEARTBEAT_S", 0.2)
+    ledger = rerun.read_ledger("v2")
+    step = rerun.Step("sleepy", [sys.executable, "-c", "import time; time.sleep(0.7); print('done')"])
+    assert rerun.run_part(step, ledger) == 0
+    saved = json.loads((tmp_path / "rerun.json").read_text())
+    part = saved["steps"]["sleepy"]["parts"][0]
+    assert part["finished"] and part["seconds"] >= 0.7 and part["machine"]
+    assert "done" in (tmp_path / "logs" / "rerun_sleepy.log").read_text()
+    assert rerun.read_ledger("v3") == {"code_version": "v3", "steps": {}}  # another code: a new ledger
+    failing = rerun.Step("bad", [sys.executable, "-c", "raise SystemExit(3)"])
+    assert rerun.run_part(failing, rerun.read_ledger("v2")) == 3
+
+
+def test_the_rerun_refuses_uncommitted_code(monkeypatch):
+    monkeypatch.setattr(records, "code_version", lambda: "abc+dirty")
+    with pytest.raises(SystemExit, match="commit it first"):
+        rerun.main([])
