@@ -32,11 +32,16 @@ def rm_losses(record: dict) -> dict:
 
 def findings(rm: dict, policy: dict, comparison: dict) -> dict:
     """The headline verdicts of the scalar reward model and the EMA policy: the RM beats chance (its accuracy's
-    interval lies above 0.5) and leans on length (below half right where the chosen reply is the shorter); the
+    interval lies above 0.5), lies "above", "below" or "within noise" of the rule "the longer reply wins" (the
+    rule's accuracy on the same pairs against the RM's interval) and leans on length (below half right where the
+    chosen reply is the shorter); the
     policy raises the reward (its paired gain's interval lies above 0) and the judge it never saw agrees (its
     win-rate's interval under the probabilistic RM lies above 0.5)."""
     m, p = rm["metrics"], policy["metrics"]
+    lo, hi = m["val_accuracy_ci95"]
+    rule = m["length_baseline_accuracy"]
     return {"rm_beats_chance": interval_above(m["val_accuracy_ci95"], 0.5),
+            "rm_vs_length_rule": "above" if lo > rule else "below" if hi < rule else "within noise",
             "rm_leans_on_length": m["accuracy_when_chosen_shorter"] < 0.5,
             "policy_raises_reward": interval_above(p["reward_delta_ci95"], 0.0),
             "other_judge_agrees": interval_above(comparison["metrics"]["reinforce_ema/prob/win_rate_ci95"], 0.5)}
@@ -179,9 +184,12 @@ def ending_the_turn(policy: dict) -> dict:
     much of it comes from prompts where only the policy's reply ended there; the gain with room to end (the
     evaluation's budget) and where both replies ended. "mostly ending": with room to end the gain is less than half
     the gain at the cap, or no longer above 0; "partly ending": above 0 and at least half; "none at the cap": the
-    gain at the cap is not above 0 (nothing to explain)."""
-    m = policy["metrics"]
+    gain at the cap is not above 0 (nothing to explain). Also the SFT replies' mean reward at the cap where they
+    ended and where they were cut (from the record's samples; None where there is none of a kind)."""
+    m, samples = policy["metrics"], policy.get("samples", [])
     cap, full = m["cap_reward_delta_mean"], m["reward_delta_mean"]
+    ended = [s["reward_sft_at_cap"] for s in samples if s["ended_sft_at_cap"]]
+    cut = [s["reward_sft_at_cap"] for s in samples if not s["ended_sft_at_cap"]]
     share = m["cap_gain_by_ending"]["rl_only_ended"]["share_of_gain"]
     if not interval_above(m["cap_reward_delta_ci95"], 0.0):
         verdict = "none at the cap"
@@ -193,7 +201,8 @@ def ending_the_turn(policy: dict) -> dict:
             "cap_ended_sft": m["cap_ended_frac_sft"], "cap_ended_rl": m["cap_ended_frac_rl"], "gain": full,
             "gain_ci95": m["reward_delta_ci95"], "gain_both_ended": m["reward_delta_both_ended"],
             "gain_both_ended_ci95": m["reward_delta_both_ended_ci95"], "ended_sft": m["ended_frac_sft"],
-            "ended_rl": m["ended_frac_rl"], "budget": m["eval_budget"], "cap": m["cap_budget"], "verdict": verdict}
+            "ended_rl": m["ended_frac_rl"], "budget": m["eval_budget"], "cap": m["cap_budget"], "verdict": verdict,
+            "sft_reward_ended_at_cap": mean(ended) if ended else None, "sft_reward_cut_at_cap": mean(cut) if cut else None}
 
 
 def collapses(runs: dict[str, dict]) -> list[dict]:

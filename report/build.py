@@ -90,7 +90,8 @@ def values(profile: str) -> dict:
         "sft_lengths": load(f"results/{profile}/sft_reply_lengths.json") is not None,
         "stale": stale_policies(profile),
         "one_code": verdicts.one_code(list(rec.values())), "code_versions": code_versions(rec),
-        "ablation_versions": (studies["rm_ablation"] or {}).get("code_versions", []),
+        "ablation_versions": sorted(set((studies["rm_ablation"] or {}).get("code_versions", {}).values())
+                                    - set(code_versions(rec))),  # the ablation's records that older code made
         "findings": verdicts.findings(rec["rm_scalar"], rec["reinforce_ema"], rec["comparison"]),
         "sanity": verdicts.sanity_checks(rec["rm_scalar"]["sanity_checks"]),
         "losses": {n: verdicts.rm_losses(rec[n]) for n in rm_names}

@@ -18,11 +18,17 @@ def test_an_interval_is_above_a_value_only_when_all_of_it_is():
 
 
 def test_findings_follow_the_intervals_and_the_length_check():
-    rm = {"metrics": {"val_accuracy_ci95": [0.56, 0.66], "accuracy_when_chosen_shorter": 0.45}}
+    rm = {"metrics": {"val_accuracy_ci95": [0.56, 0.66], "accuracy_when_chosen_shorter": 0.45,
+                      "length_baseline_accuracy": 0.58}}
     policy = {"metrics": {"reward_delta_ci95": [-0.01, 0.3]}}
     comparison = {"metrics": {"reinforce_ema/prob/win_rate_ci95": [0.55, 0.7]}}
     assert verdicts.findings(rm, policy, comparison) == {
-        "rm_beats_chance": True, "rm_leans_on_length": True, "policy_raises_reward": False, "other_judge_agrees": True}
+        "rm_beats_chance": True, "rm_vs_length_rule": "within noise", "rm_leans_on_length": True,
+        "policy_raises_reward": False, "other_judge_agrees": True}
+    rm["metrics"]["length_baseline_accuracy"] = 0.55
+    assert verdicts.findings(rm, policy, comparison)["rm_vs_length_rule"] == "above"
+    rm["metrics"]["length_baseline_accuracy"] = 0.7
+    assert verdicts.findings(rm, policy, comparison)["rm_vs_length_rule"] == "below"
 
 
 def test_a_ranking_holds_or_is_withdrawn_and_is_none_before_make_seeds():
@@ -127,8 +133,12 @@ def policy(cap, cap_ci, gain, ci, share=0.6):
     (0.3, [0.2, 0.4], 0.2, [0.1, 0.3], "partly ending"),
     (0.05, [-0.1, 0.2], 0.2, [0.1, 0.3], "none at the cap")])
 def test_how_much_of_the_gain_is_ending_the_turn(cap, cap_ci, gain, ci, verdict):
-    said = verdicts.ending_the_turn(policy(cap, cap_ci, gain, ci))
+    record = policy(cap, cap_ci, gain, ci) | {"samples": [
+        {"reward_sft_at_cap": 1.0, "ended_sft_at_cap": True}, {"reward_sft_at_cap": 0.5, "ended_sft_at_cap": True},
+        {"reward_sft_at_cap": -0.5, "ended_sft_at_cap": False}]}
+    said = verdicts.ending_the_turn(record)
     assert said["verdict"] == verdict and said["cap_share_only_policy_ended"] == 0.6 and said["budget"] == 1024
+    assert said["sft_reward_ended_at_cap"] == 0.75 and said["sft_reward_cut_at_cap"] == -0.5
 
 
 def test_a_collapse_is_a_gain_below_zero_beyond_noise():
