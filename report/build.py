@@ -3,9 +3,10 @@
     ALIGNLIB_PROFILE=cpu python -m report.build
 
 report.typ reads the numbers from results/<profile>/*.json and formats them. What they say (the verdicts of
-`alignlib.verdicts`) and which optional parts exist (the studies' summaries, the `full` profile's records, a
-second machine's `make bench`) are decided here and handed to it as one JSON, `sys.inputs.values`. A missing
-record stops the build, naming the notebook or command that writes it.
+`alignlib.verdicts`) and which optional parts exist (the studies' summaries, the original settings' run, the SFT
+reply lengths, the ledger of `make rerun`) are decided here and handed to it as one JSON, `sys.inputs.values`. A
+missing record stops the build, naming the notebook or command that writes it; the published (`cpu`) report also
+needs the original settings' run and the SFT reply lengths (PUBLISHED_EXTRA), so that it never says "not run yet".
 """
 
 from __future__ import annotations
