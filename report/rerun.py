@@ -13,7 +13,7 @@ from the records (nothing trains) and builds the report and the README's section
 A step is done when every record it writes was made here by this code (`records.code_version`, committed). A step
 that stops, because a session ended, continues the next time: the notebooks with ALIGNLIB_REUSE_RUNS=1 take the
 finished runs from their records, the studies skip them, and a run that was cut off resumes from its checkpoint.
-The ledger, results/rerun.json, says for each part of each step when it ran, on which machine and for how long
+Every run computes in float32, whichever CPU a session gets (ALIGNLIB_AMP=none). The ledger, results/rerun.json, says for each part of each step when it ran, on which machine and for how long
 (written every minute, so a part cut off by the end of a session keeps its time); each run's own record says how
 much of the CPUs other work took while it trained (`others_cpu_share_train`). Output goes to logs/rerun_<step>.log.
 """
@@ -107,8 +107,10 @@ def run_part(step: Step, ledger: dict) -> int:
             "finished": False, "exit_code": None}
     ledger["steps"].setdefault(step.name, {"parts": []})["parts"].append(part)
     write_ledger(ledger)
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "ALIGNLIB_PROFILE": "cpu", "ALIGNLIB_TRAIN": "1", "ALIGNLIB_REUSE_RUNS": "1"}
-    env.pop("ALIGNLIB_AMP", None)  # the profile's precision, as the notebooks' runs use it
+    # float32 on every machine: the re-run spans sessions on whatever CPU each gets, and the cpu profile's "auto" takes
+    # bf16 on a CPU with AMX, which would make the records of one study in two precisions
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "ALIGNLIB_PROFILE": "cpu", "ALIGNLIB_TRAIN": "1", "ALIGNLIB_REUSE_RUNS": "1",
+           "ALIGNLIB_AMP": "none"}
     LOGS.mkdir(exist_ok=True)
     start = time.perf_counter()
     with open(LOGS / f"rerun_{step.name}.log", "a") as log:
