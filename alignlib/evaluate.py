@@ -49,8 +49,9 @@ def cut_replies(gen: dict, cap: int, tokenizer) -> dict:
 
     Each token is drawn with noise that depends only on the seed, the batch row and the step
     (`rollout.GumbelSampler`), so a reply sampled with a smaller budget is the first `cap` tokens
-    of the same reply: cutting gives it without sampling again. A reply ended within the cap only
-    if its end-of-turn token is among them.
+    of the same reply (up to float rounding where the two budgets take different KV caches,
+    `rollout.kv_cache_for`): cutting gives it without sampling again. A reply ended within the cap
+    only if its end-of-turn token is among them.
 
     Args:
         gen: {"texts", "tokens", "ended", "budget"} with budget >= cap.

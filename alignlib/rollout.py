@@ -106,17 +106,27 @@ class GumbelSampler:
         return torch.full_like(scores, float("-inf")).scatter_(1, drawn, 0.0)
 
 
-def kv_cache_for(device: torch.device) -> str:
-    """The KV cache `sample` uses on `device`: "static" on CUDA, "dynamic" elsewhere.
+# new tokens beyond which a CPU samples with the static cache (the evaluation's long replies; training stays below)
+LONG_REPLIES = 256
+
+
+def kv_cache_for(device: torch.device, max_new_tokens: int | None = None) -> str:
+    """The KV cache `sample` uses on `device` for replies of up to `max_new_tokens`: "static" on CUDA, and on a
+    CPU for replies longer than LONG_REPLIES tokens; "dynamic" otherwise.
 
     On a GPU, a 135M model's decoding step is bound by kernel launches and Python, not arithmetic:
     a static cache lets transformers compile the step (torch.compile with CUDA graphs), which removes most of
-    that overhead (`make gpu-check` times the first and the later iterations). On a CPU transformers does not compile, and the two
-    caches sample equally fast within run-to-run noise (`benchmarks/speed_profile.py` times them in
-    interleaved pairs: results/speed_profile.json), so a CPU keeps transformers' default, the dynamic
-    cache, which allocates only what a batch uses.
+    that overhead (`make gpu-check` times the first and the later iterations). On a CPU transformers does not
+    compile. For the training replies (96 tokens at `cpu`) the two caches sample equally fast within run-to-run
+    noise (`benchmarks/speed_profile.py` times them in interleaved pairs: results/speed_profile.json), and the
+    dynamic cache, transformers' default, allocates only what a batch uses. The dynamic cache grows by
+    concatenation, copying itself at every new token; for the evaluation's replies of up to a thousand tokens in
+    batches of 32 that copying took most of the time (py-spy), and the static cache, written in place, sampled
+    them about twice as fast on a 2-core CPU. Both give the same tokens for the same seed up to float rounding.
     """
-    return "static" if device.type == "cuda" else "dynamic"
+    if device.type == "cuda":
+        return "static"
+    return "static" if max_new_tokens is not None and max_new_tokens > LONG_REPLIES else "dynamic"
 
 
 def sample(model, tokenizer, prompts, max_new_tokens: int, top_p: float = 1.0, temperature: float = 1.0,
@@ -130,7 +140,7 @@ def sample(model, tokenizer, prompts, max_new_tokens: int, top_p: float = 1.0, t
     split evenly over processes: the replies are then those one process would sample for the whole
     batch. `do_sample=False` decodes greedily.
 
-    `cache` is "dynamic" or "static" (None: `kv_cache_for` the model's device). Both sample from the
+    `cache` is "dynamic" or "static" (None: `kv_cache_for` the model's device and `max_new_tokens`). Both sample from the
     same distribution and give the same tokens for the same seed up to float rounding (attention over
     the static cache's longer, masked length sums in another order). A static cache is sized for
     `max_prompt_tokens + max_new_tokens` when the prompt budget is given, so that batches of other
@@ -139,7 +149,7 @@ def sample(model, tokenizer, prompts, max_new_tokens: int, top_p: float = 1.0, t
     ids = encode_prompts(tokenizer, prompts, max_prompt_tokens)
     prompt_ids, prompt_mask = left_pad(ids, tokenizer.pad_token_id)
     dev = next(model.parameters()).device
-    cache = cache or kv_cache_for(dev)
+    cache = cache or kv_cache_for(dev, max_new_tokens)
     if cache not in ("dynamic", "static"):
         raise ValueError(f"unknown KV cache {cache!r}; use 'dynamic' or 'static'")
     processors = []

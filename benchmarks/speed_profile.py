@@ -17,7 +17,8 @@ against eager attention, LoRA dropout on and off.
 
 Policy step: each optimisation against what it replaced, on the real policy: sampling with
 `rollout.NucleusWarper` vs transformers' TopPLogitsWarper, the dynamic vs the static KV cache
-in interleaved pairs (`rollout.kv_cache_for` takes the faster one on CPU), the gradient's nucleus (`logprobs.top_p_mask`
+in interleaved pairs at the training replies' length (`rollout.kv_cache_for` takes the faster
+one on CPU), the gradient's nucleus (`logprobs.top_p_mask`
 vs the full sort `top_p_mask_by_sort`) with the nucleus sizes seen, and fused vs for-loop AdamW
 over the policy's parameters.
 
@@ -136,7 +137,7 @@ def kv_cache_timing(policy, tokenizer, prompts, pairs_of_calls: int = 6) -> dict
     faster = [d < s for d, s in zip(times["dynamic"][1:], times["static"][1:])]
     return {"kv_cache_s": {cache: spread(t[1:]) for cache, t in times.items()},
             "kv_cache_pairs": {"timed": pairs_of_calls - 1, "dynamic_faster": sum(faster), "same_reply_lengths": same},
-            "kv_cache_used_on_cpu": rollout.kv_cache_for(torch.device("cpu"))}
+            "kv_cache_used_on_cpu": rollout.kv_cache_for(torch.device("cpu"), rl.max_new_tokens)}
 
 
 def rm_tokens_per_s(tokenizer, pairs, run_cfg, attn: str = "sdpa") -> float:

@@ -102,7 +102,9 @@ def test_static_cache_gives_the_same_tokens_as_the_dynamic_cache(tiny_policy, to
         assert torch.equal(runs[0].input_ids, runs[1].input_ids) and runs[0].texts == runs[1].texts
         assert runs[0].resp_len > 0
     assert rollout.kv_cache_for(torch.device("cpu")) == "dynamic"
-    assert rollout.kv_cache_for(torch.device("cuda")) == "static"
+    assert rollout.kv_cache_for(torch.device("cpu"), 96) == "dynamic"  # the training replies
+    assert rollout.kv_cache_for(torch.device("cpu"), 1024) == "static"  # the evaluation's: no copy of the cache per token
+    assert rollout.kv_cache_for(torch.device("cuda")) == "static" == rollout.kv_cache_for(torch.device("cuda"), 96)
     with pytest.raises(ValueError, match="unknown KV cache 'paged'"):
         rollout.sample(tiny_policy, tokenizer, batches[1], 2, cache="paged")
 
