@@ -18,7 +18,7 @@ from pathlib import Path
 
 from alignlib import verdicts
 from alignlib.records import WRITTEN_BY, adapter_digest
-from report import ROOT, load
+from report import ROOT, load, rerun
 
 # record -> the notebook that writes it, in the notebooks' order; rm_scalar_original_lr (notebook 02's run at the
 # original learning rate) is read by no later notebook, and not made at the full profile (it is rm_scalar there)
@@ -111,8 +111,7 @@ def values(profile: str) -> dict:
         "overopt": verdicts.overoptimization(overopt),
         "ablation": verdicts.best_variant(studies["rm_ablation"]),
         "rerun": None if ledger is None else {"parts": sum(len(s["parts"]) for s in ledger["steps"].values()),
-                                              "hours": sum(p["seconds"] for s in ledger["steps"].values()
-                                                           for p in s["parts"]) / 3600},
+                                              "hours": sum(rerun.hours(s) for s in ledger["steps"].values())},
     }
 
 
