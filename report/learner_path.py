@@ -11,16 +11,14 @@ the long runs show their published records. The target is at most 15 minutes per
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 from alignlib.config import default_profile_name
 from alignlib.machine import hardware
-from report import ROOT
+from report import ROOT, fresh_clone
 from report.relative_paths import relativize
 
 TARGET_MIN = 15
@@ -38,14 +36,8 @@ def execute(notebook: Path, clone: Path, env: dict) -> float:
 
 
 def measure(keep: bool) -> dict:
-    with tempfile.TemporaryDirectory(dir=ROOT.parent) as tmp:
-        clone = Path(tmp) / "clone"
-        subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("ALIGNLIB_")}
-        env |= {"HF_HUB_OFFLINE": "1", "ALIGNLIB_CACHE_DIR": str(Path(tmp) / "cache")}
+    with fresh_clone() as (clone, env, commit):
         subprocess.run(["make", "setup"], cwd=clone, env=env, check=True, capture_output=True)
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=clone, capture_output=True,
-                                text=True).stdout.strip()
         seconds = {}
         for notebook in sorted((clone / "notebooks").glob("0*.ipynb")):
             seconds[notebook.stem] = round(execute(notebook, clone, env), 1)

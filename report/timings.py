@@ -11,12 +11,11 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 from alignlib.machine import cpu_model
-from report import ROOT, sections
+from report import ROOT, fresh_clone, sections
 
 
 def run(step: str, clone: Path, env: dict) -> subprocess.CompletedProcess:
@@ -27,20 +26,13 @@ def run(step: str, clone: Path, env: dict) -> subprocess.CompletedProcess:
 
 
 def measure_test() -> dict:
-    """Clone the committed HEAD into a temp dir (nothing beside it: the offline data ships in the repository)
-    and time `make setup` and `make test` there, with a new venv and an empty model cache."""
-    with tempfile.TemporaryDirectory(dir=ROOT.parent) as tmp:
-        clone = Path(tmp) / "clone"
-        subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
-        env = {**os.environ, "ALIGNLIB_CACHE_DIR": str(Path(tmp) / "cache")}  # the GGUF conversion is timed too
-        env.pop("ALIGNLIB_HH_RLHF_DIR", None)
+    """Time `make setup` and `make test` on a fresh clone (`report.fresh_clone`), with a new venv."""
+    with fresh_clone() as (clone, env, commit):
         start = time.perf_counter()
         run("setup", clone, env)
         setup_s = time.perf_counter() - start
         done = run("test", clone, env)
         seconds = time.perf_counter() - start
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=clone, capture_output=True,
-                                text=True).stdout.strip()
     return {"make_test_fresh_clone_s": round(seconds, 1), "setup_s": round(setup_s, 1), "commit": commit,
             "pytest_summaries": [line for line in done.stdout.splitlines() if " passed" in line],
             "measured": time.strftime("%Y-%m-%d"), "machine": f"{cpu_model()}, {os.cpu_count()} CPU cores"}
