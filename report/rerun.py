@@ -2,6 +2,7 @@
 
     python -m report.rerun          # run the steps not done yet, in order; stop it any time, start it again
     python -m report.rerun --plan   # what is done, what is left, and the hours each part took (no run)
+    python -m report.rerun --save-state   # before a session ends: pack the unfinished runs' checkpoints to commit
 
 The steps, in order: the SFT replies' lengths at the evaluation's budget; notebooks 01 to 05 executed in place at
 `cpu` with every long run trained (ALIGNLIB_TRAIN=1); the seeds study; the over-optimisation study; the original
@@ -16,16 +17,24 @@ finished runs from their records, the studies skip them, and a run that was cut 
 Every run computes in float32, whichever CPU a session gets (ALIGNLIB_AMP=none). The ledger, results/rerun.json, says for each part of each step when it ran, on which machine and for how long
 (written every minute, so a part cut off by the end of a session keeps its time); each run's own record says how
 much of the CPUs other work took while it trained (`others_cpu_share_train`). Output goes to logs/rerun_<step>.log.
+
+Checkpoints are git-ignored, and a session may start on a fresh clone. `--save-state` packs what an unfinished run
+needs to continue (the newest checkpoint of each run not yet recorded by this code, and the cached SFT replies) into
+results/rerun_state.tar, to be committed before the session ends; the next `python -m report.rerun` unpacks whatever
+of it this machine lacks. The final step deletes the file.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
 import sys
+import tarfile
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from alignlib import records, summaries
 from alignlib.machine import hardware
@@ -33,6 +42,8 @@ from alignlib.summaries import OVEROPT_DIR, SEEDED_RUNS, SEEDS_DIR
 from report import ROOT
 
 LEDGER = ROOT / "results" / "rerun.json"
+STATE = ROOT / "results" / "rerun_state.tar"
+CHECKPOINTS = ROOT / "checkpoints"
 LOGS = ROOT / "logs"
 PY = str(ROOT / ".venv" / "bin" / "python")
 HEARTBEAT_S = 60
@@ -129,6 +140,62 @@ def run_part(step: Step, ledger: dict) -> int:
     return proc.returncode
 
 
+def unfinished_states(version: str) -> list:
+    """The checkpoint folders (checkpoints/<profile>/<name>_state) of runs that code `version` has not recorded whole."""
+    out = []
+    for latest in sorted(CHECKPOINTS.glob("*/**/LATEST")):
+        state = latest.parent
+        profile = state.relative_to(CHECKPOINTS).parts[0]
+        name = state.relative_to(CHECKPOINTS / profile).as_posix().removesuffix("_state")
+        record = records.made_here(name, profile)
+        done = (record is not None and record.get("code_version") == version
+                and record.get("metrics", {}).get("complete", True))
+        if not done:
+            out.append(state)
+    return out
+
+
+def save_state(version: str) -> None:
+    """Pack into STATE the newest checkpoint of each unfinished run, with its loose files (the training log), and
+    the cached SFT replies: what the next session needs to continue on a fresh clone."""
+    files = []
+    for state in unfinished_states(version):
+        newest = (state / "LATEST").read_text().strip()
+        files += [f for f in state.rglob("*") if f.is_file() and
+                  (f.parent == state or f.relative_to(state).parts[0] == newest)]
+    files += sorted(CHECKPOINTS.glob("*/sft_replies/*.json"))
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for f in sorted(files):
+            tar.add(f, arcname=f.relative_to(ROOT).as_posix())
+    STATE.write_bytes(buffer.getvalue())
+    print(f"{STATE.relative_to(ROOT)}: {len(files)} files, {STATE.stat().st_size / 2**20:.1f} MiB "
+          f"({', '.join(s.name for s in unfinished_states(version)) or 'no unfinished run'}); commit it")
+
+
+def state_folder(member: str) -> Path | None:
+    """The checkpoint folder (…/<name>_state) that a packed file belongs to; None for a cached SFT reply file."""
+    return next((p for p in Path(member).parents if p.name.endswith("_state")), None)
+
+
+def restore_state() -> None:
+    """Unpack from STATE each checkpoint folder this machine does not have, and the SFT replies it lacks: a folder
+    that exists here (a run that went on in this working directory) is newer than the packed one."""
+    if not STATE.exists():
+        return
+    with tarfile.open(STATE) as tar:
+        members = tar.getmembers()
+        for m in members:
+            if not m.isfile() or Path(m.name).parts[0] != "checkpoints" or ".." in Path(m.name).parts:
+                sys.exit(f"{STATE}: unexpected member {m.name}; delete the file to start the unfinished runs over")
+        fresh = [m for m in members if not (ROOT / state_folder(m.name) / "LATEST" if state_folder(m.name)
+                                            else ROOT / m.name).exists()]
+        tar.extractall(ROOT, members=fresh, filter="data")
+    runs = sorted({str(state_folder(m.name)) for m in fresh if state_folder(m.name)})
+    if fresh:
+        print(f"[rerun] restored from {STATE.relative_to(ROOT)}: {', '.join(runs) or 'SFT replies only'}", flush=True)
+
+
 def plan(version: str) -> None:
     ledger = read_ledger(version)
     print(f"code version {version}")
@@ -147,6 +214,10 @@ def main(argv: list[str]) -> int:
     if "--plan" in argv:
         plan(version)
         return 0
+    if "--save-state" in argv:
+        save_state(version)
+        return 0
+    restore_state()
     ledger = read_ledger(version)
     for step in STEPS:
         while left := missing(step, version):
@@ -167,6 +238,7 @@ def main(argv: list[str]) -> int:
             sys.exit("[rerun] make report REUSE=1 failed: see logs/rerun_report.log")
         ledger["steps"][FINAL.name]["done_at"] = head()
         write_ledger(ledger)
+        STATE.unlink(missing_ok=True)  # every run is recorded: nothing left to continue
     plan(version)
     return 0
 

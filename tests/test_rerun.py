@@ -61,3 +61,47 @@ def test_the_rerun_refuses_uncommitted_code(monkeypatch):
     monkeypatch.setattr(records, "code_version", lambda: "abc+dirty")
     with pytest.raises(SystemExit, match="commit it first"):
         rerun.main([])
+
+
+def checkpoint(state, step, payload):
+    (state / step).mkdir(parents=True)
+    (state / step / "weights.pt").write_bytes(payload)
+    (state / "LATEST").write_text(step)
+    (state / "train_log.jsonl").write_text(f"{step}\n")
+
+
+def test_an_unfinished_run_continues_on_a_fresh_clone_from_the_packed_state(tmp_path, monkeypatch):
+    here, clone = tmp_path / "here", tmp_path / "clone"
+    monkeypatch.setattr(records, "ROOT", here)
+    monkeypatch.delenv(records.RESULTS_ENV, raising=False)
+    for root in (here, clone):
+        (root / "results").mkdir(parents=True)
+    monkeypatch.setattr(rerun, "ROOT", here)
+    monkeypatch.setattr(rerun, "CHECKPOINTS", here / "checkpoints")
+    monkeypatch.setattr(rerun, "STATE", here / "results" / "rerun_state.tar")
+    running = here / "checkpoints" / "cpu" / "seeds" / "reinforce_ema_seed1_state"
+    checkpoint(running, "step-0000020", b"old")
+    checkpoint(running, "step-0000040", b"new")
+    finished = here / "checkpoints" / "cpu" / "reinforce_ema_state"
+    checkpoint(finished, "step-0000060", b"done")
+    write(here, "cpu", "reinforce_ema", "v2")  # recorded by this code: nothing to continue
+    write(here, "cpu", "seeds/reinforce_ema_seed1", "v1")  # by the code before: this re-run's run is unfinished
+    (here / "checkpoints" / "cpu" / "sft_replies").mkdir()
+    (here / "checkpoints" / "cpu" / "sft_replies" / "abc.json").write_text("[]")
+    rerun.save_state("v2")
+
+    (clone / "results" / "rerun_state.tar").write_bytes((here / "results" / "rerun_state.tar").read_bytes())
+    monkeypatch.setattr(rerun, "ROOT", clone)
+    monkeypatch.setattr(rerun, "STATE", clone / "results" / "rerun_state.tar")
+    rerun.restore_state()
+    restored = clone / running.relative_to(here)
+    assert (restored / "LATEST").read_text() == "step-0000040"
+    assert (restored / "step-0000040" / "weights.pt").read_bytes() == b"new"
+    assert not (restored / "step-0000020").exists()  # only the newest checkpoint travels
+    assert (restored / "train_log.jsonl").exists()
+    assert not (clone / finished.relative_to(here)).exists()
+    assert (clone / "checkpoints" / "cpu" / "sft_replies" / "abc.json").read_text() == "[]"
+
+    checkpoint(restored, "step-0000060", b"newer")  # the run went on here: a second restore leaves it alone
+    rerun.restore_state()
+    assert (restored / "LATEST").read_text() == "step-0000060"
