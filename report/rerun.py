@@ -19,9 +19,10 @@ Every run computes in float32, whichever CPU a session gets (ALIGNLIB_AMP=none).
 much of the CPUs other work took while it trained (`others_cpu_share_train`). Output goes to logs/rerun_<step>.log.
 
 Checkpoints are git-ignored, and a session may start on a fresh clone. `--save-state` packs what an unfinished run
-needs to continue (the newest checkpoint of each run not yet recorded by this code, and the cached SFT replies) into
-results/rerun_state.tar, to be committed before the session ends; the next `python -m report.rerun` unpacks whatever
-of it this machine lacks. The final step deletes the file.
+needs to continue (the newest checkpoint of each reward model not yet recorded by this code, and the cached SFT
+replies) into results/rerun_state.tar, to be committed before the session ends; the next `python -m report.rerun`
+unpacks whatever of it this machine lacks. A policy's checkpoint is too large to commit (1.5 GiB), so a session that
+may end on a fresh clone stops the re-run between REINFORCE runs. The final step deletes the file.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from report import ROOT
 LEDGER = ROOT / "results" / "rerun.json"
 STATE = ROOT / "results" / "rerun_state.tar"
 CHECKPOINTS = ROOT / "checkpoints"
+PACK_LIMIT_MB = 64  # a reward model's LoRA checkpoint is ~10 MiB; a policy's, whole weights and optimizer, 1.5 GiB
 LOGS = ROOT / "logs"
 PY = str(ROOT / ".venv" / "bin" / "python")
 HEARTBEAT_S = 60
@@ -156,21 +158,30 @@ def unfinished_states(version: str) -> list:
 
 
 def save_state(version: str) -> None:
-    """Pack into STATE the newest checkpoint of each unfinished run, with its loose files (the training log), and
-    the cached SFT replies: what the next session needs to continue on a fresh clone."""
-    files = []
+    """Pack into STATE the newest checkpoint of each unfinished run up to PACK_LIMIT_MB, with its loose files (the
+    training log), and the cached SFT replies: what the next session needs to continue on a fresh clone. A policy's
+    checkpoint (its whole weights and Adam's moments in float32, 1.5 GiB for SmolLM2-135M) is left out: that run
+    starts over on a fresh clone, so stop the re-run between such runs where a session may end on one."""
+    files, packed, left_out = [], [], []
     for state in unfinished_states(version):
         newest = (state / "LATEST").read_text().strip()
-        files += [f for f in state.rglob("*") if f.is_file() and
-                  (f.parent == state or f.relative_to(state).parts[0] == newest)]
+        these = [f for f in state.rglob("*") if f.is_file() and
+                 (f.parent == state or f.relative_to(state).parts[0] == newest)]
+        size_mb = sum(f.stat().st_size for f in these) / 2**20
+        if size_mb > PACK_LIMIT_MB:
+            left_out.append(f"{state.relative_to(ROOT)} ({size_mb / 1024:.1f} GiB)")
+        else:
+            files += these
+            packed.append(str(state.relative_to(ROOT)))
     files += sorted(CHECKPOINTS.glob("*/sft_replies/*.json"))
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as tar:
         for f in sorted(files):
             tar.add(f, arcname=f.relative_to(ROOT).as_posix())
     STATE.write_bytes(buffer.getvalue())
-    print(f"{STATE.relative_to(ROOT)}: {len(files)} files, {STATE.stat().st_size / 2**20:.1f} MiB "
-          f"({', '.join(s.name for s in unfinished_states(version)) or 'no unfinished run'}); commit it")
+    print(f"{STATE.relative_to(ROOT)}: {len(files)} files, {STATE.stat().st_size / 2**20:.1f} MiB; commit it. "
+          f"Packed: {', '.join(packed) or 'no unfinished run'}, and the cached SFT replies."
+          + (f" Too large to commit, so these start over on a fresh clone: {', '.join(left_out)}." if left_out else ""))
 
 
 def state_folder(member: str) -> Path | None:

@@ -70,7 +70,7 @@ def checkpoint(state, step, payload):
     (state / "train_log.jsonl").write_text(f"{step}\n")
 
 
-def test_an_unfinished_run_continues_on_a_fresh_clone_from_the_packed_state(tmp_path, monkeypatch):
+def test_an_unfinished_reward_model_continues_on_a_fresh_clone_from_the_packed_state(tmp_path, monkeypatch):
     here, clone = tmp_path / "here", tmp_path / "clone"
     monkeypatch.setattr(records, "ROOT", here)
     monkeypatch.delenv(records.RESULTS_ENV, raising=False)
@@ -79,13 +79,16 @@ def test_an_unfinished_run_continues_on_a_fresh_clone_from_the_packed_state(tmp_
     monkeypatch.setattr(rerun, "ROOT", here)
     monkeypatch.setattr(rerun, "CHECKPOINTS", here / "checkpoints")
     monkeypatch.setattr(rerun, "STATE", here / "results" / "rerun_state.tar")
-    running = here / "checkpoints" / "cpu" / "seeds" / "reinforce_ema_seed1_state"
+    monkeypatch.setattr(rerun, "PACK_LIMIT_MB", 1)
+    running = here / "checkpoints" / "cpu" / "overopt" / "rm_proxy_state"
     checkpoint(running, "step-0000020", b"old")
     checkpoint(running, "step-0000040", b"new")
     finished = here / "checkpoints" / "cpu" / "reinforce_ema_state"
     checkpoint(finished, "step-0000060", b"done")
     write(here, "cpu", "reinforce_ema", "v2")  # recorded by this code: nothing to continue
-    write(here, "cpu", "seeds/reinforce_ema_seed1", "v1")  # by the code before: this re-run's run is unfinished
+    write(here, "cpu", "overopt/rm_proxy", "v1")  # by the code before: this re-run's run is unfinished
+    policy = here / "checkpoints" / "cpu" / "seeds" / "reinforce_ema_seed1_state"
+    checkpoint(policy, "step-0000020", bytes(2 * 2**20))  # over the limit, as a policy's 1.5 GiB is
     (here / "checkpoints" / "cpu" / "sft_replies").mkdir()
     (here / "checkpoints" / "cpu" / "sft_replies" / "abc.json").write_text("[]")
     rerun.save_state("v2")
@@ -100,6 +103,7 @@ def test_an_unfinished_run_continues_on_a_fresh_clone_from_the_packed_state(tmp_
     assert not (restored / "step-0000020").exists()  # only the newest checkpoint travels
     assert (restored / "train_log.jsonl").exists()
     assert not (clone / finished.relative_to(here)).exists()
+    assert not (clone / policy.relative_to(here)).exists()  # too large to commit: it starts over
     assert (clone / "checkpoints" / "cpu" / "sft_replies" / "abc.json").read_text() == "[]"
 
     checkpoint(restored, "step-0000060", b"newer")  # the run went on here: a second restore leaves it alone
