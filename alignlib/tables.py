@@ -7,6 +7,12 @@ import pandas as pd
 from . import stats
 
 
+def precision_label(record: dict) -> str:
+    """How a run computed, in words: its record's `precision` is the autocast it used, "none" for plain float32."""
+    p = record["precision"]
+    return {"none": "float32", "fp16": "fp16 autocast with loss scaling"}.get(p, f"{p} autocast")
+
+
 def rm_ablation_table(records: dict) -> pd.DataFrame:
     """One row per finished variant: what it changes, its development accuracy and loss, and its
     accuracy minus the baseline's on the same development pairs (paired bootstrap interval)."""

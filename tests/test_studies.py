@@ -252,3 +252,9 @@ def test_a_judges_interval_in_sft_standard_deviations_by_hand():
     said = summaries.in_sd({"reward_delta_mean": 0.5, "reward_delta_sd_units": 1.0, "reward_delta_ci95": [0.2, 0.8]})
     assert said == pytest.approx([0.4, 1.6])
     assert summaries.in_sd({"reward_delta_mean": 0.0, "reward_delta_sd_units": 0.0, "reward_delta_ci95": [0, 0]}) is None
+
+
+def test_a_records_precision_reads_in_words():
+    assert tables.precision_label({"precision": "none"}) == "float32"
+    assert tables.precision_label({"precision": "bf16"}) == "bf16 autocast"
+    assert tables.precision_label({"precision": "fp16"}) == "fp16 autocast with loss scaling"
