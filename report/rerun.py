@@ -2,21 +2,22 @@
 
     python -m report.rerun          # run the steps not done yet, in order; stop it any time, start it again
     python -m report.rerun --plan   # what is done, what is left, and the hours each part took (no run)
-    python -m report.rerun --save-state   # before a session ends: pack the unfinished runs' checkpoints to commit
+    python -m report.rerun --save-state   # before a session ends: pack the SFT replies and unfinished RMs to commit
 
 The steps, in order: the SFT replies' lengths at the evaluation's budget; notebooks 01 to 05 executed in place at
 `cpu` with every long run trained (ALIGNLIB_TRAIN=1); the seeds study; the over-optimisation study; the original
 REINFORCE settings (the `full` profile's run, `reinforce_ema`, on this machine when no GPU ran it); and last the
 studies' summaries made again from their records and `make report REUSE=1`, which executes every notebook again
-from the records (nothing trains) and builds the report and the README's sections. The scalar reward model's ablation is not run again: its settings did not change
-(docs/studies.md).
+from the records (nothing trains) and builds the report and the README's sections. The scalar reward model's
+ablation is not run again: its settings did not change (docs/studies.md).
 
 A step is done when every record it writes was made here by this code (`records.code_version`, committed). A step
 that stops, because a session ended, continues the next time: the notebooks with ALIGNLIB_REUSE_RUNS=1 take the
 finished runs from their records, the studies skip them, and a run that was cut off resumes from its checkpoint.
-Every run computes in float32, whichever CPU a session gets (ALIGNLIB_AMP=none). The ledger, results/rerun.json, says for each part of each step when it ran, on which machine and for how long
-(written every minute, so a part cut off by the end of a session keeps its time); each run's own record says how
-much of the CPUs other work took while it trained (`others_cpu_share_train`). Output goes to logs/rerun_<step>.log.
+Every run computes in float32, whichever CPU a session gets (ALIGNLIB_AMP=none). The ledger, results/rerun.json,
+says for each part of each step when it ran, on which machine and for how long (written every minute, so a part
+cut off by the end of a session keeps its time); each run's own record says how much of the CPUs other work took
+while it trained (`others_cpu_share_train`). Output goes to logs/rerun_<step>.log.
 
 Checkpoints are git-ignored, and a session may start on a fresh clone. `--save-state` packs what an unfinished run
 needs to continue (the newest checkpoint of each reward model not yet recorded by this code, and the cached SFT
@@ -143,7 +144,8 @@ def run_part(step: Step, ledger: dict) -> int:
 
 
 def unfinished_states(version: str) -> list:
-    """The checkpoint folders (checkpoints/<profile>/<name>_state) of runs that code `version` has not recorded whole."""
+    """The checkpoint folders (checkpoints/<profile>/<name>_state) of the runs that code `version` has not recorded
+    whole."""
     out = []
     for latest in sorted(CHECKPOINTS.glob("*/**/LATEST")):
         state = latest.parent
