@@ -84,13 +84,18 @@ STEPS = [
 FINAL = Step("report", ["make", "report", "REUSE=1"])
 
 
+def recorded_whole(record: dict | None, version: str, in_parts: bool = True) -> bool:
+    """Whether `record` was made by code `version` and, where it is written in parts (`in_parts`, the
+    over-optimisation runs after each point), says metrics.complete."""
+    return (record is not None and record.get("code_version") == version
+            and (not in_parts or record.get("metrics", {}).get("complete", True)))
+
+
 def missing(step: Step, version: str) -> list[str]:
     """The records of `step` not yet made here by code `version` (complete, where the step writes them in parts)."""
     out = []
     for profile, name in step.writes:
-        record = records.made_here(name, profile)
-        if (record is None or record.get("code_version") != version
-                or (step.complete_flag and "complete" in record.get("metrics", {}) and not record["metrics"]["complete"])):
+        if not recorded_whole(records.made_here(name, profile), version, step.complete_flag):
             out.append(f"{profile}/{name}")
     return out
 
@@ -151,10 +156,7 @@ def unfinished_states(version: str) -> list:
         state = latest.parent
         profile = state.relative_to(CHECKPOINTS).parts[0]
         name = state.relative_to(CHECKPOINTS / profile).as_posix().removesuffix("_state")
-        record = records.made_here(name, profile)
-        done = (record is not None and record.get("code_version") == version
-                and record.get("metrics", {}).get("complete", True))
-        if not done:
+        if not recorded_whole(records.made_here(name, profile), version):
             out.append(state)
     return out
 
