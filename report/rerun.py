@@ -226,6 +226,9 @@ def main(argv: list[str]) -> int:
     version = records.code_version()
     if version == "unknown" or version.endswith("+dirty"):
         sys.exit(f"the code is {version}: commit it first, so that every record of the re-run names one version")
+    if os.environ.get(records.RESULTS_ENV, "").strip():
+        sys.exit(f"{records.RESULTS_ENV} is set: the re-run makes the repository's own records (its ledger, saved state "
+                 f"and checkpoints are the repository's); unset it and run again")
     if "--plan" in argv:
         plan(version)
         return 0

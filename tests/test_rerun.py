@@ -63,6 +63,14 @@ def test_the_rerun_refuses_uncommitted_code(monkeypatch):
         rerun.main([])
 
 
+def test_the_rerun_refuses_a_results_dir_outside_the_repository(monkeypatch, tmp_path):
+    monkeypatch.setattr(records, "code_version", lambda: "abc123")
+    monkeypatch.setenv(records.RESULTS_ENV, str(tmp_path))
+    with pytest.raises(SystemExit, match="unset it"):
+        rerun.main(["--save-state"])
+    assert not any(tmp_path.iterdir())
+
+
 def checkpoint(state, step, payload):
     (state / step).mkdir(parents=True)
     (state / step / "weights.pt").write_bytes(payload)
