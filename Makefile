@@ -49,7 +49,7 @@ report: setup
 	  echo "== $$nb"; \
 	  ALIGNLIB_PROFILE=$$profile ALIGNLIB_TRAIN=1 ALIGNLIB_REUSE_RUNS=$${ALIGNLIB_REUSE_RUNS:-$(REUSE)} $(VENV)/bin/jupyter nbconvert --to notebook --execute "$${dest[@]}" \
 	    --ExecutePreprocessor.timeout=-1 "$$nb"; \
-	  $(PY) -m report.relative_paths "$$written/$$(basename $$nb)"; \
+	  $(PY) -m report.executed "$$written/$$(basename $$nb)"; \
 	done; \
 	if [ -n "$(SKIP_BUILD)" ]; then exit 0; fi; \
 	ALIGNLIB_PROFILE=$$profile $(PY) -m report.build; \

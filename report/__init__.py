@@ -6,7 +6,7 @@
     python -m report.learner_path   # time each notebook at a learner's defaults on a fresh clone
     python -m report.mutation_score # after `mutmut run`: results/mutants.json
     python -m report.colab_links    # the Colab badges and clone cells follow pyproject.toml
-    python -m report.relative_paths NOTEBOOK...  # executed notebooks name paths from the repository root
+    python -m report.executed NOTEBOOK...  # executed notebooks: paths from the repository root, bars at their end
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ from pathlib import Path
 from alignlib.config import default_profile_name
 from alignlib.machine import hardware
 from report import ROOT, fresh_clone
-from report.relative_paths import relativize
+from report.executed import final_progress_text, relativize
 
 TARGET_MIN = 15
 
@@ -45,6 +45,7 @@ def measure(keep: bool) -> dict:
             if keep:  # its outputs, with the clone's paths written from the repository root
                 executed = json.loads(notebook.read_text())
                 relativize(executed, str(clone))
+                final_progress_text(executed)
                 (ROOT / "notebooks" / notebook.name).write_text(json.dumps(executed, indent=1, ensure_ascii=False) + "\n")
     return {"seconds": seconds, "profile": default_profile_name(), "target_min": TARGET_MIN,
             "within_target": all(s <= TARGET_MIN * 60 for s in seconds.values()), "commit": commit,

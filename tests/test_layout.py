@@ -172,9 +172,9 @@ def test_every_figure_of_a_committed_notebook_is_shown():
 
 
 def test_relative_paths_rewrites_only_the_repository_prefix_of_text_outputs():
-    """`make report` runs `python -m report.relative_paths` after each notebook: the absolute repository path that the
+    """`make report` runs `python -m report.executed` after each notebook: the absolute repository path that the
     package prints (a resumed run's checkpoint folder) becomes relative; images, code and other paths stay."""
-    from report import relative_paths
+    from report import executed
 
     root = "/build/repo"
     notebook = {"cells": [
@@ -184,12 +184,45 @@ def test_relative_paths_rewrites_only_the_repository_prefix_of_text_outputs():
             {"output_type": "execute_result", "data": {"text/plain": "/build/repo/results/cpu/a.json 0.5",
                                                        "image/png": "/build/repo/"}}]},
         {"cell_type": "markdown", "source": "/build/repo/"}]}
-    assert relative_paths.relativize(notebook, root + "/") == 2
+    assert executed.relativize(notebook, root + "/") == 2
     out = notebook["cells"][0]["outputs"]
     assert out[0]["text"] == ["[alignlib] resuming at step 50 from checkpoints/cpu/rm_state\n", "/build/other/y\n"]
     assert out[1]["data"] == {"text/plain": "results/cpu/a.json 0.5", "image/png": "/build/repo/"}
     assert notebook["cells"][0]["source"] == "print('/build/repo/x')" and notebook["cells"][1]["source"] == "/build/repo/"
-    assert relative_paths.relativize(notebook, root) == 0  # idempotent
+    assert executed.relativize(notebook, root) == 0  # idempotent
+
+
+def test_a_progress_bar_of_an_executed_notebook_shows_its_end_to_a_reader_without_widgets():
+    """A widget's plain-text copy is made when the bar first appears ("0%"); it is made again from the final state
+    the notebook saved, as tqdm prints it in a terminal. Other widgets, and bars whose state was not saved, keep it."""
+    from report import executed
+
+    def model(name, **state):
+        return {"model_name": name, "model_module": "@jupyter-widgets/controls", "state": state}
+
+    def view(model_id, text):
+        return {"output_type": "display_data", "metadata": {},
+                "data": {executed.WIDGET_VIEW: {"model_id": model_id, "version_major": 2, "version_minor": 0},
+                         "text/plain": [text]}}
+
+    state = {"box": model("HBoxModel", children=["IPY_MODEL_l", "IPY_MODEL_p", "IPY_MODEL_r"]),
+             "l": model("HTMLModel", value="KL\u2007to\u2007reference:\u2007100%"),
+             "p": model("FloatProgressModel", value=128.0, max=128.0),
+             "r": model("HTMLModel", value="\u2007128/128\u2007[09:01&lt;00:00,\u2007\u20073.74s/prompt]"),
+             "half": model("HBoxModel", children=["IPY_MODEL_l", "IPY_MODEL_q", "IPY_MODEL_r"]),
+             "q": model("FloatProgressModel", value=64.0, max=128.0),
+             "form": model("VBoxModel", children=["IPY_MODEL_t"]), "t": model("TextareaModel", value="hi")}
+    outputs = [view("box", "KL to reference:   0%|          | 0/128 [00:00<?, ?prompt/s]"), view("half", "x"),
+               view("form", "interactive(children=(Textarea(value='hi'),))"), view("gone", "Loading weights:   0%")]
+    notebook = {"cells": [{"cell_type": "code", "source": "", "outputs": outputs}],
+                "metadata": {"widgets": {executed.WIDGET_STATE: {"state": state, "version_major": 2}}}}
+    assert executed.final_progress_text(notebook) == 2
+    texts = [o["data"]["text/plain"] for o in outputs]
+    assert texts[0] == "KL to reference: 100%|██████████| 128/128 [09:01<00:00,  3.74s/prompt]"
+    assert texts[1] == "KL to reference: 100%|█████     | 128/128 [09:01<00:00,  3.74s/prompt]"
+    assert texts[2:] == [["interactive(children=(Textarea(value='hi'),))"], ["Loading weights:   0%"]]
+    assert executed.final_progress_text(notebook) == 0  # idempotent
+    assert executed.final_progress_text({"cells": [{"outputs": [view("box", "0%")]}], "metadata": {}}) == 0
 
 
 def test_the_colab_cell_is_the_same_everywhere_and_safe_to_run_twice(tmp_path, monkeypatch):
