@@ -83,11 +83,15 @@ def final_progress_text(notebook: dict) -> int:
     return changed
 
 
+def tidy(notebook: dict, root: str) -> tuple[int, int]:
+    """Both steps on `notebook` in place; returns how many outputs each changed (paths, progress bars)."""
+    return relativize(notebook, root), final_progress_text(notebook)
+
+
 def main(paths: list[str]) -> None:
     for path in map(Path, paths):
         notebook = json.loads(path.read_text())
-        paths_changed = relativize(notebook, str(ROOT))
-        bars_changed = final_progress_text(notebook)
+        paths_changed, bars_changed = tidy(notebook, str(ROOT))
         if paths_changed or bars_changed:
             path.write_text(json.dumps(notebook, indent=1, ensure_ascii=False) + "\n")
             print(f"{path}: {paths_changed} output(s) now name paths from the repository root, "

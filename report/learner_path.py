@@ -19,7 +19,7 @@ from pathlib import Path
 from alignlib.config import default_profile_name
 from alignlib.machine import hardware
 from report import ROOT, fresh_clone
-from report.executed import final_progress_text, relativize
+from report.executed import tidy
 
 TARGET_MIN = 15
 
@@ -44,8 +44,7 @@ def measure(keep: bool) -> dict:
             print(f"{notebook.stem}: {seconds[notebook.stem] / 60:.1f} min", flush=True)
             if keep:  # its outputs, with the clone's paths written from the repository root
                 executed = json.loads(notebook.read_text())
-                relativize(executed, str(clone))
-                final_progress_text(executed)
+                tidy(executed, str(clone))
                 (ROOT / "notebooks" / notebook.name).write_text(json.dumps(executed, indent=1, ensure_ascii=False) + "\n")
     return {"seconds": seconds, "profile": default_profile_name(), "target_min": TARGET_MIN,
             "within_target": all(s <= TARGET_MIN * 60 for s in seconds.values()), "commit": commit,
