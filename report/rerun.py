@@ -3,6 +3,7 @@
     python -m report.rerun          # run the steps not done yet, in order; stop it any time, start it again
     python -m report.rerun --plan   # what is done, what is left, and the hours each part took (no run)
     python -m report.rerun --save-state   # before a session ends: pack the SFT replies and unfinished RMs to commit
+    python -m report.rerun --step overoptimization   # only the named steps (no final report)
 
 The steps, in order: the SFT replies' lengths at the evaluation's budget; notebooks 01 to 05 executed in place at
 `cpu` with every long run trained (ALIGNLIB_TRAIN=1); the seeds study; the over-optimisation study; the original
@@ -235,9 +236,16 @@ def main(argv: list[str]) -> int:
     if "--save-state" in argv:
         save_state(version)
         return 0
+    steps = STEPS
+    if "--step" in argv:  # only the named steps, e.g. a carryable part (a reward model) in a session's last half hour
+        names = argv[argv.index("--step") + 1:]
+        unknown = [n for n in names if n not in {s.name for s in STEPS}]
+        if not names or unknown:
+            sys.exit(f"--step takes one or more of {', '.join(s.name for s in STEPS)}; got {' '.join(unknown) or 'none'}")
+        steps = [s for s in STEPS if s.name in names]
     restore_state()
     ledger = read_ledger(version)
-    for step in STEPS:
+    for step in steps:
         while left := missing(step, version):
             print(f"[rerun] {step.name}: {len(left)} record(s) to make ({', '.join(left)})", flush=True)
             if run_part(step, ledger) != 0:
@@ -246,6 +254,9 @@ def main(argv: list[str]) -> int:
                 sys.exit(f"[rerun] {step.name} finished but did not write {', '.join(left)}: see logs/rerun_{step.name}.log")
         ledger["steps"].setdefault(step.name, {"parts": []})["done"] = True
         write_ledger(ledger)
+    if steps != STEPS:  # the final report only after a run of every step
+        plan(version)
+        return 0
     final = ledger["steps"].get(FINAL.name, {})
     if final.get("done_at") != head():
         print("[rerun] every run is recorded: the summaries, the notebooks and the report from the records", flush=True)

@@ -117,3 +117,20 @@ def test_an_unfinished_reward_model_continues_on_a_fresh_clone_from_the_packed_s
     checkpoint(restored, "step-0000060", b"newer")  # the run went on here: a second restore leaves it alone
     rerun.restore_state()
     assert (restored / "LATEST").read_text() == "step-0000060"
+
+
+def test_step_runs_only_the_named_steps_and_never_the_final_report(tmp_path, monkeypatch):
+    monkeypatch.setattr(records, "code_version", lambda: "v2")
+    monkeypatch.delenv(records.RESULTS_ENV, raising=False)
+    monkeypatch.setattr(rerun, "LEDGER", tmp_path / "rerun.json")
+    monkeypatch.setattr(rerun, "STATE", tmp_path / "rerun_state.tar")
+    monkeypatch.setattr(rerun, "STEPS", [rerun.Step("a", ["true"], [("cpu", "a")]), rerun.Step("b", ["true"], [("cpu", "b")])])
+    made = {"cpu/a"}  # a's record exists; b's is made by its run
+    monkeypatch.setattr(rerun, "missing", lambda step, version: [w for w in [f"cpu/{step.name}"] if w not in made])
+    ran = []
+    monkeypatch.setattr(rerun, "run_part", lambda step, ledger: ran.append(step.name) or made.add(f"cpu/{step.name}") or 0)
+    monkeypatch.setattr(rerun, "plan", lambda version: None)
+    assert rerun.main(["--step", "b"]) == 0
+    assert ran == ["b"]  # not the final report, though every step is now done
+    with pytest.raises(SystemExit, match="--step takes one or more of a, b; got c"):
+        rerun.main(["--step", "c"])
