@@ -29,6 +29,7 @@ may end on a fresh clone stops the re-run between REINFORCE runs. The final step
 
 from __future__ import annotations
 
+import argparse
 import io
 import json
 import os
@@ -223,26 +224,34 @@ def plan(version: str) -> None:
         print(f"  {step.name:24s} {spent:5.1f} h so far  {state}")
 
 
+def parse(argv: list[str]) -> argparse.Namespace:
+    names = [s.name for s in STEPS]
+    parser = argparse.ArgumentParser(prog="python -m report.rerun", description=__doc__.splitlines()[0])
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--plan", action="store_true", help="what is done, what is left, and the hours each part took")
+    mode.add_argument("--save-state", action="store_true",
+                      help="pack the SFT replies and the unfinished reward models' checkpoints, to commit")
+    mode.add_argument("--step", nargs="+", choices=names, metavar="NAME",
+                      help=f"only these steps, never the final report (of: {', '.join(names)})")
+    return parser.parse_args(argv)
+
+
 def main(argv: list[str]) -> int:
+    args = parse(argv)
     version = records.code_version()
     if version == "unknown" or version.endswith("+dirty"):
         sys.exit(f"the code is {version}: commit it first, so that every record of the re-run names one version")
     if os.environ.get(records.RESULTS_ENV, "").strip():
         sys.exit(f"{records.RESULTS_ENV} is set: the re-run makes the repository's own records (its ledger, saved state "
                  f"and checkpoints are the repository's); unset it and run again")
-    if "--plan" in argv:
+    if args.plan:
         plan(version)
         return 0
-    if "--save-state" in argv:
+    if args.save_state:
         save_state(version)
         return 0
-    steps = STEPS
-    if "--step" in argv:  # only the named steps, e.g. a carryable part (a reward model) in a session's last half hour
-        names = argv[argv.index("--step") + 1:]
-        unknown = [n for n in names if n not in {s.name for s in STEPS}]
-        if not names or unknown:
-            sys.exit(f"--step takes one or more of {', '.join(s.name for s in STEPS)}; got {' '.join(unknown) or 'none'}")
-        steps = [s for s in STEPS if s.name in names]
+    # --step: a carryable part (a reward model) in a session's last half hour
+    steps = [s for s in STEPS if s.name in args.step] if args.step else STEPS
     restore_state()
     ledger = read_ledger(version)
     for step in steps:
