@@ -1,6 +1,7 @@
 """The re-run of every cpu record (report/rerun.py): which steps are done, and a ledger that keeps cut-off parts."""
 
 import json
+import re
 import sys
 
 import pytest
@@ -119,7 +120,7 @@ def test_an_unfinished_reward_model_continues_on_a_fresh_clone_from_the_packed_s
     assert (restored / "LATEST").read_text() == "step-0000060"
 
 
-def test_step_runs_only_the_named_steps_and_never_the_final_report(tmp_path, monkeypatch):
+def test_step_runs_only_the_named_steps_and_never_the_final_report(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(records, "code_version", lambda: "v2")
     monkeypatch.delenv(records.RESULTS_ENV, raising=False)
     monkeypatch.setattr(rerun, "LEDGER", tmp_path / "rerun.json")
@@ -132,8 +133,11 @@ def test_step_runs_only_the_named_steps_and_never_the_final_report(tmp_path, mon
     monkeypatch.setattr(rerun, "plan", lambda version: None)
     assert rerun.main(["--step", "b"]) == 0
     assert ran == ["b"]  # not the final report, though every step is now done
-    for wrong in (["--step", "c"], ["--step"], ["--plan", "--save-state"]):
+    capsys.readouterr()
+    for wrong, says in ((["--step", "c"], r"invalid choice: 'c' \(choose from '?a'?, '?b'?\)"),
+                        (["--step"], "expected at least one argument"),
+                        (["--plan", "--save-state"], "not allowed with argument --plan")):
         with pytest.raises(SystemExit) as stopped:  # argparse's usage error, before anything runs
             rerun.main(wrong)
-        assert stopped.value.code == 2
+        assert stopped.value.code == 2 and re.search(says, capsys.readouterr().err)
     assert ran == ["b"]
